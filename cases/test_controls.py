@@ -1,0 +1,72 @@
+"""Positive controls: real situations on the running kernel in which each detector must
+report the problem. A detector that never fires would make every pass meaningless."""
+
+from pathlib import Path
+
+import pytest
+
+from conformance import abi, checks
+from conformance.matrix import Case
+from conformance.pagemap import NEEDS_ROOT
+from conformance.subject import Subject
+from conformance.syscalls import PAGE_SIZE, madvise, mmap, munmap, read_mem
+
+THP = Path("/sys/kernel/mm/transparent_hugepage")
+HPAGE = 2 << 20
+
+
+@pytest.fixture
+def pagemap(pinhole_worker):
+    if not pinhole_worker.pagemap.sees_pfns():
+        pytest.skip(NEEDS_ROOT)
+    return pinhole_worker.pagemap
+
+
+def test_zeropage_detector_sees_the_shared_zeropage(pagemap):
+    """A read fault on private anonymous memory maps the shared zeropage (mm/memory.c
+    do_anonymous_page()): the detector must say so."""
+    addr = mmap(PAGE_SIZE, abi.PROT_READ, abi.MAP_PRIVATE | abi.MAP_ANONYMOUS)
+    try:
+        read_mem(addr, 1)
+        page = pagemap.pages(addr, PAGE_SIZE)[0]
+        assert page.zero_page, page.describe()
+    finally:
+        munmap(addr, PAGE_SIZE)
+
+
+def test_zeropage_detector_sees_the_huge_zero_folio(pagemap):
+    """With THP, a read fault on an aligned 2 MiB anonymous range maps the huge zero folio
+    (mm/huge_memory.c do_huge_pmd_anonymous_page()); kpageflags marks it ZERO_PAGE and THP."""
+    enabled = (THP / "enabled").read_text() if THP.exists() else "[never]"
+    if "[never]" in enabled or (THP / "use_zero_page").read_text().strip() != "1":
+        pytest.skip("needs THP with the huge zero page: echo madvise > "
+                    f"{THP}/enabled; echo 1 > {THP}/use_zero_page")
+    base = mmap(2 * HPAGE, abi.PROT_READ, abi.MAP_PRIVATE | abi.MAP_ANONYMOUS)
+    try:
+        aligned = -(-base // HPAGE) * HPAGE
+        madvise(aligned, HPAGE, abi.MADV_HUGEPAGE)
+        read_mem(aligned, 1)
+        page = pagemap.pages(aligned, PAGE_SIZE)[0]
+        assert page.zero_page and page.thp, page.describe()
+    finally:
+        munmap(base, 2 * HPAGE)
+
+
+@pytest.mark.parametrize("check", ["file-to-pin", "pin-to-file"])
+def test_coherence_detector_reports_a_disconnected_pin(pinhole_worker, check):
+    """An io_uring pin of a MAP_PRIVATE memfd page holds a private copy. Asked to expect
+    coherence there, both coherence checks must report the pin as disconnected."""
+    worker = pinhole_worker
+    case = Case("io_uring", "memfd", "private", "rw", "hole", "none", check)
+    subject = Subject(worker.backing("memfd"), worker.file_name(), "private")
+    try:
+        subject.prepare("hole")
+        pinned = worker.mechanism("io_uring").pin(subject.addr, subject.length, "rw")
+        try:
+            trial = checks.Trial(case, subject, pinned, worker.pagemap, detaching=False)
+            seen = checks.CHECKS[check](trial)
+        finally:
+            pinned.release()
+    finally:
+        subject.close()
+    assert seen.outcome == "disconnected", seen

@@ -1,0 +1,146 @@
+"""The one place that declares the kernel ABI pinhole uses: C structs for cffi and constants.
+
+Everything is cffi ABI mode (dlopen of libc), so installing pinhole needs no compiler.
+Values are those of the asm-generic ABI used by x86-64 and arm64; each block names the
+uapi header it comes from.
+"""
+
+from __future__ import annotations
+
+import cffi
+
+ffi = cffi.FFI()
+ffi.cdef(
+    """
+    /* libc */
+    void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset);
+    int munmap(void *addr, size_t length);
+    int mprotect(void *addr, size_t length, int prot);
+    int madvise(void *addr, size_t length, int advice);
+    int fallocate(int fd, int mode, long offset, long len);
+    long syscall(long number, ...);
+    int ioctl(int fd, unsigned long request, ...);
+
+    /* include/uapi/linux/uio.h */
+    struct iovec { void *iov_base; size_t iov_len; };
+    ssize_t vmsplice(int fd, const struct iovec *iov, size_t nr_segs, unsigned int flags);
+
+    /* include/uapi/linux/io_uring.h */
+    struct io_sqring_offsets {
+        uint32_t head, tail, ring_mask, ring_entries, flags, dropped, array, resv1;
+        uint64_t user_addr;
+    };
+    struct io_cqring_offsets {
+        uint32_t head, tail, ring_mask, ring_entries, overflow, cqes, flags, resv1;
+        uint64_t user_addr;
+    };
+    struct io_uring_params {
+        uint32_t sq_entries, cq_entries, flags, sq_thread_cpu, sq_thread_idle, features, wq_fd;
+        uint32_t resv[3];
+        struct io_sqring_offsets sq_off;
+        struct io_cqring_offsets cq_off;
+    };
+    struct io_uring_sqe {          /* 64 bytes; unions flattened to their first member */
+        uint8_t opcode, flags;
+        uint16_t ioprio;
+        int32_t fd;
+        uint64_t off;
+        uint64_t addr;
+        uint32_t len;
+        uint32_t rw_flags;
+        uint64_t user_data;
+        uint16_t buf_index, personality;
+        int32_t splice_fd_in;
+        uint64_t pad2[2];
+    };
+    struct io_uring_cqe { uint64_t user_data; int32_t res; uint32_t flags; };
+    struct io_uring_probe_op { uint8_t op, resv; uint16_t flags; uint32_t resv2; };
+    struct io_uring_probe {
+        uint8_t last_op, ops_len;
+        uint16_t resv;
+        uint32_t resv2[3];
+        struct io_uring_probe_op ops[256];
+    };
+
+    /* include/uapi/linux/loop.h */
+    struct loop_info64 {
+        uint64_t lo_device, lo_inode, lo_rdevice, lo_offset, lo_sizelimit;
+        uint32_t lo_number, lo_encrypt_type, lo_encrypt_key_size, lo_flags;
+        uint8_t lo_file_name[64], lo_crypt_name[64], lo_encrypt_key[32];
+        uint64_t lo_init[2];
+    };
+    struct loop_config {
+        uint32_t fd, block_size;
+        struct loop_info64 info;
+        uint64_t reserved[8];
+    };
+    """
+)
+libc = ffi.dlopen(None)
+
+# include/uapi/asm-generic/unistd.h: numbers shared by every architecture since 5.1
+SYS_io_uring_setup = 425
+SYS_io_uring_enter = 426
+SYS_io_uring_register = 427
+SYS_fsopen = 430
+SYS_fsconfig = 431
+SYS_fsmount = 432
+
+# include/uapi/asm-generic/mman-common.h, mman.h
+PROT_READ = 0x1
+PROT_WRITE = 0x2
+MAP_SHARED = 0x01
+MAP_PRIVATE = 0x02
+MAP_FIXED = 0x10
+MAP_ANONYMOUS = 0x20
+MAP_POPULATE = 0x8000
+MAP_FAILED = 2**64 - 1
+MADV_DONTNEED = 4
+MADV_REMOVE = 9
+MADV_HUGEPAGE = 14
+MADV_COLD = 20
+MADV_PAGEOUT = 21
+
+# include/uapi/linux/falloc.h
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_COLLAPSE_RANGE = 0x08
+FALLOC_FL_ZERO_RANGE = 0x10
+FALLOC_FL_INSERT_RANGE = 0x20
+
+# include/uapi/linux/memfd.h
+MFD_CLOEXEC = 0x1
+MFD_ALLOW_SEALING = 0x2
+MFD_HUGETLB = 0x4
+MFD_HUGE_SHIFT = 26
+
+# include/uapi/linux/io_uring.h
+IORING_OFF_SQ_RING = 0
+IORING_OFF_CQ_RING = 0x8000000
+IORING_OFF_SQES = 0x10000000
+IORING_FEAT_SINGLE_MMAP = 1 << 0
+IORING_ENTER_GETEVENTS = 1 << 0
+IORING_OP_NOP = 0
+IORING_OP_READ_FIXED = 4
+IORING_OP_WRITE_FIXED = 5
+IORING_REGISTER_BUFFERS = 0
+IORING_UNREGISTER_BUFFERS = 1
+IORING_REGISTER_PROBE = 8
+IO_URING_OP_SUPPORTED = 1 << 0
+
+# include/uapi/linux/loop.h
+LOOP_CONFIGURE = 0x4C0A
+LOOP_CTL_GET_FREE = 0x4C82
+LO_FLAGS_AUTOCLEAR = 4
+
+# include/uapi/linux/mount.h
+FSOPEN_CLOEXEC = 0x1
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+FSMOUNT_CLOEXEC = 0x1
+
+# include/uapi/linux/kernel-page-flags.h
+KPF_NOPAGE = 20
+KPF_THP = 22
+KPF_ZERO_PAGE = 24

@@ -1,0 +1,69 @@
+"""The backing interface: where the file under a pin lives, set up once per worker."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..syscalls import PAGE_SIZE
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str
+
+    @classmethod
+    def yes(cls, reason: str = "available") -> Availability:
+        return cls(True, reason)
+
+    @classmethod
+    def no(cls, reason: str) -> Availability:
+        return cls(False, reason)
+
+
+NOT_ROOT = "needs root: {what} (run as root)"
+
+
+class Backing:
+    """A kind of file: memfd, a tmpfs file, an ext4 file on a loop device, ...
+
+    A worker calls setup() once, then create() per case; remount() drops every cached page
+    of the backing (a real unmount and mount where the backing can survive one).
+    """
+
+    name: ClassVar[str]
+    page_size: ClassVar[int] = PAGE_SIZE
+    # Whether files on it are page cache over storage (so remount can show lost writes).
+    persistent: ClassVar[bool] = False
+    # Files are hugetlb: pages come from the reserved pool, one huge page per page_size.
+    hugetlb: ClassVar[bool] = False
+
+    def availability(self) -> Availability:
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        """Per-worker preparation (mounts, loop devices); nothing by default."""
+
+    def create(self, name: str) -> int:
+        """A new empty file, opened read-write."""
+        raise NotImplementedError
+
+    def reopen(self, name: str, fd: int) -> int:
+        """The file again after remount(); `fd` is the old descriptor if still open."""
+        return fd
+
+    def remove(self, name: str, fd: int) -> None:
+        os.close(fd)
+
+    def remount(self) -> bool:
+        """Drop the backing's caches by unmounting and mounting it again, if it can."""
+        return False
+
+    def close(self) -> None:
+        """Undo setup()."""
+
+
+def root_or(what: str) -> Availability | None:
+    return None if os.geteuid() == 0 else Availability.no(NOT_ROOT.format(what=what))

@@ -1,0 +1,87 @@
+"""Block filesystems on a loop device over an unnamed sparse image, mounted detached."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from typing import ClassVar
+
+from ..kernel import filesystems
+from ..loop import LoopDevice
+from ..mounts import DetachedMount
+from .base import Availability, Backing, root_or
+
+SCRATCH_ENV = "PINHOLE_SCRATCH"
+
+
+def scratch_dir() -> str:
+    """Where loop images live (unnamed O_TMPFILE files): $PINHOLE_SCRATCH or /var/tmp."""
+    return os.environ.get(SCRATCH_ENV) or ("/var/tmp" if os.path.isdir("/var/tmp")
+                                           else tempfile.gettempdir())
+
+
+class BlockFs(Backing):
+    persistent = True
+    mkfs: ClassVar[list[str]]
+    image_size: ClassVar[int]
+    # Package that ships the mkfs tool: (Debian/Ubuntu, Fedora).
+    packages: ClassVar[tuple[str, str]]
+    mount_options: ClassVar[dict[str, str | None]] = {}
+
+    loop: LoopDevice | None = None
+    mount: DetachedMount | None = None
+
+    def availability(self) -> Availability:
+        denied = root_or(f"loop devices and mounting {self.name}")
+        if denied:
+            return denied
+        if self.name not in filesystems():
+            return Availability.no(f"kernel lacks {self.name}: modprobe {self.name}, "
+                                   f"or build with CONFIG_{self.name.upper()}_FS")
+        if not shutil.which(self.mkfs[0]):
+            deb, fedora = self.packages
+            return Availability.no(f"needs {self.mkfs[0]}: apt-get install {deb} "
+                                   f"(Fedora: dnf install {fedora})")
+        if not os.path.exists("/dev/loop-control"):
+            return Availability.no("needs /dev/loop-control: modprobe loop (CONFIG_BLK_DEV_LOOP)")
+        return Availability.yes()
+
+    def setup(self) -> None:
+        self.loop = LoopDevice(self.image_size, scratch_dir())
+        run = subprocess.run([*self.mkfs, self.loop.path], capture_output=True, text=True)
+        if run.returncode:
+            raise OSError(f"{self.mkfs[0]} {self.loop.path} failed: {run.stderr.strip()}")
+        self._mount()
+
+    def _mount(self) -> None:
+        assert self.loop is not None
+        self.mount = DetachedMount(self.name, self.loop.path, self.mount_options)
+
+    def create(self, name: str) -> int:
+        assert self.mount is not None
+        return os.open(self.mount.path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                       0o600)
+
+    def reopen(self, name: str, fd: int) -> int:
+        assert self.mount is not None
+        return os.open(self.mount.path(name), os.O_RDWR | os.O_CLOEXEC)
+
+    def remove(self, name: str, fd: int) -> None:
+        os.close(fd)
+        assert self.mount is not None
+        os.unlink(self.mount.path(name))
+
+    def remount(self) -> bool:
+        """Unmount (every file of the case must be closed) and mount again from the device."""
+        assert self.mount is not None
+        self.mount.close()
+        self._mount()
+        return True
+
+    def close(self) -> None:
+        if self.mount:
+            self.mount.close()
+        if self.loop:
+            self.loop.close()

@@ -1,0 +1,10 @@
+"""btrfs: copy-on-write extents, checksummed data, reflink."""
+
+from .blockfs import BlockFs
+
+
+class Btrfs(BlockFs):
+    name = "btrfs"
+    mkfs = ["mkfs.btrfs", "-q", "-f"]
+    image_size = 160 << 20
+    packages = ("btrfs-progs", "btrfs-progs")

@@ -1,0 +1,10 @@
+"""xfs: dirty-tracked page cache, with reflink (FICLONERANGE) and COLLAPSE/INSERT_RANGE."""
+
+from .blockfs import BlockFs
+
+
+class Xfs(BlockFs):
+    name = "xfs"
+    mkfs = ["mkfs.xfs", "-q", "-f"]
+    image_size = 320 << 20  # mkfs.xfs refuses filesystems under 300 MiB
+    packages = ("xfsprogs", "xfsprogs")

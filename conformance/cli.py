@@ -1,0 +1,165 @@
+"""The pinhole command: run, probe, list, spec."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from . import probe as probe_mod
+from . import results
+from .kernel import parse_version, running
+from .matrix import VOCABULARY, Case, UnknownName, cases_for, universe, unknown
+from .pins import MECHANISMS
+from .spec import Spec, SpecError
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ROOT / "cases"
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit code 2."""
+
+
+def names(values: list[str], dimension: str) -> list[str]:
+    flat = [n for v in values for n in v.split(",") if n]
+    try:
+        unknown(dimension, flat)
+    except UnknownName as e:
+        raise UsageError(str(e)) from None
+    return flat
+
+
+def out_dir(requested: str | None) -> Path:
+    """--out DIR, or a new directory per run under ./pinhole-runs."""
+    if requested:
+        path = Path(requested)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path("pinhole-runs") / f"{stamp}-{running().release}"
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe_file = path / ".pinhole-write-test"
+        probe_file.write_text("")
+        probe_file.unlink()
+    except OSError as e:
+        raise UsageError(f"--out {path}: cannot write there: {e.strerror}") from None
+    return path
+
+
+def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
+    pins = names(args.pin, "pin")
+    backings = names(args.backing, "backing")
+    load_spec(args.spec)
+    if not CASES.is_dir():
+        raise UsageError(f"no cases at {CASES}: run pinhole from a checkout (pip install -e .)")
+    out = out_dir(args.out)
+    cmd = [sys.executable, "-m", "pytest", str(CASES), "-p", "no:cacheprovider",
+           "-n", args.jobs, "--pinhole-out", str(out), "--junitxml", str(out / "junit.xml"),
+           *[f"--pin={p}" for p in pins], *[f"--backing={b}" for b in backings],
+           *[f"--spec={os.path.abspath(s)}" for s in args.spec], *pytest_args]
+    code = subprocess.call(cmd, cwd=ROOT)
+    doc_path = out / "results.json"
+    if code == 5:
+        print("pinhole: error: no case was selected: check --pin, --backing and -k",
+              file=sys.stderr)
+        return results.EXIT_HARNESS
+    if code in (2, 3, 4) or not doc_path.exists():
+        print(f"pinhole: error: pytest could not run the cases (exit {code})", file=sys.stderr)
+        return results.EXIT_USAGE if code == 4 else results.EXIT_HARNESS
+    doc = results.load(doc_path)
+    print(f"pinhole: results in {out}/ (results.json, junit.xml)")
+    return results.exit_code(doc["cases"])
+
+
+def load_spec(extra: list[str]) -> Spec:
+    try:
+        return Spec.load(extra, universe())
+    except SpecError as e:
+        raise UsageError(str(e)) from None
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    p = probe_mod.probe()
+    print(json.dumps(p, indent=1) if args.json else probe_mod.render(p))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for dimension, values in VOCABULARY.items():
+        print(f"{dimension:10} {' '.join(values)}")
+    cases = [c for pin in MECHANISMS for c in cases_for(pin)]
+    per_pin = Counter(c.pin for c in cases)
+    print(f"{'cases':10} {len(cases)} ({', '.join(f'{p} {n}' for p, n in per_pin.items())})")
+    if args.ids:
+        print("\n".join(c.id for c in cases))
+    return 0
+
+
+def cmd_spec(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    try:
+        case = Case.from_id(args.explain)
+        version = parse_version(args.kernel or running().release)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    exp = spec.expect(case, version)
+    print(f"{case.id} on {'.'.join(map(str, version))}:")
+    if exp is None:
+        print("  no entry decides this case")
+        return 1
+    for e in spec.deciding(case, version):
+        print(f"  {e.where}: {e.outcome_for(case.check)}{' ' + e.errno if e.errno else ''}"
+              f"{' (kernel ' + e.kernel.text + ')' if e.kernel else ''}")
+    known = f"; known to show {exp.known}: {exp.known_reason}" if exp.known else ""
+    print(f"expected: {exp.outcome}{' ' + exp.errno if exp.errno else ''}{known}")
+    print(f"because: {exp.reason}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pinhole", description="Do long-term pins of file holes "
+                                "stay coherent with the file? A kernel conformance suite.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the cases on this kernel (extra args go to pytest)")
+    run.add_argument("--out", metavar="DIR", help="where results go (default: a new directory "
+                     "under ./pinhole-runs)")
+    run.add_argument("--pin", action="append", default=[], metavar="NAME")
+    run.add_argument("--backing", action="append", default=[], metavar="NAME")
+    run.add_argument("--spec", action="append", default=[], metavar="FILE",
+                     help="layer a spec file over the built-in expectations")
+    run.add_argument("-n", "--jobs", default="auto", help="pytest-xdist workers (default auto)")
+    pr = sub.add_parser("probe", help="what this kernel and machine can test")
+    pr.add_argument("--json", action="store_true")
+    ls = sub.add_parser("list", help="the matrix dimensions and number of cases")
+    ls.add_argument("--ids", action="store_true", help="print every case id")
+    sp = sub.add_parser("spec", help="explain which spec entries decide a case")
+    sp.add_argument("--explain", required=True, metavar="CASE_ID")
+    sp.add_argument("--kernel", metavar="VERSION", help="kernel version (default: running)")
+    sp.add_argument("--spec", action="append", default=[], metavar="FILE")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, rest = parser().parse_known_args(argv)
+    if rest and args.command != "run":
+        print(f"pinhole: error: unrecognized arguments: {' '.join(rest)}", file=sys.stderr)
+        return results.EXIT_USAGE
+    try:
+        if args.command == "run":
+            return cmd_run(args, rest)
+        return {"probe": cmd_probe, "list": cmd_list, "spec": cmd_spec}[args.command](args)
+    except UsageError as e:
+        print(f"pinhole: error: {e}", file=sys.stderr)
+        return results.EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

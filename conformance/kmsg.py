@@ -1,0 +1,121 @@
+"""Kernel health around a case, as fstests and LTP check it: a log marker, the log lines
+after it, and any new taint.
+
+Cases run in parallel workers, so a splat whose "PID:"/"Comm:" line names another process
+is not blamed on this worker's case.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+KMSG = "/dev/kmsg"
+TAINTED = Path("/proc/sys/kernel/tainted")
+
+# Messages that make a case fail unless the spec expects them (fstests' _check_dmesg list,
+# plus the mm and direct-I/O messages this suite is about).
+BAD = re.compile(
+    r"kernel BUG at|WARNING:|BUG:|Oops|general protection fault|possible recursive locking"
+    r"|possible circular locking|suspicious RCU usage|UBSAN:|Bad page|"
+    r"Page cache invalidation failure"
+)
+PID_LINE = re.compile(r"\bPID: (\d+)\b")
+
+# kernel/panic.c taint_flags, in bit order.
+TAINT_LETTERS = "PFSRMBUDAWCIOELKXTN"
+
+
+def decode_taint(value: int) -> str:
+    """Taint bits as the kernel prints them: 'G' for none, otherwise the letters set."""
+    letters = "".join(c for i, c in enumerate(TAINT_LETTERS) if value >> i & 1)
+    return letters or "G"
+
+
+def read_taint() -> int:
+    try:
+        return int(TAINTED.read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def parse_record(raw: bytes) -> str:
+    """A /dev/kmsg record 'prio,seq,usec,flags;text\\n KEY=val' → its text."""
+    head, _, rest = raw.decode(errors="replace").partition(";")
+    return rest.split("\n", 1)[0]
+
+
+def findings(lines: list[str], own_pids: set[int]) -> list[str]:
+    """The bad lines in a log slice, skipping splats that name a process other than ours."""
+    bad: list[str] = []
+    for i, line in enumerate(lines):
+        if not BAD.search(line):
+            continue
+        window = lines[i:i + 6]
+        pids = {int(m[1]) for w in window for m in [PID_LINE.search(w)] if m}
+        if pids and not pids & own_pids:
+            continue
+        bad.append(line)
+    return bad
+
+
+@dataclass
+class Slice:
+    """What the kernel said and how its taint changed while a case ran."""
+
+    lines: list[str]
+    bad: list[str]
+    taint_before: int
+    taint_after: int
+
+    @property
+    def new_taint(self) -> str:
+        added = self.taint_after & ~self.taint_before
+        return decode_taint(added) if added else ""
+
+    def excerpt(self, limit: int = 16384) -> str:
+        text = "\n".join(self.lines)
+        return text[-limit:]
+
+
+class Monitor:
+    """Marks the kernel log at the start of a case and collects what follows."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open(KMSG, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            self._fd = None  # not root: no marker, and no log to check
+        self._taint = 0
+
+    @property
+    def available(self) -> bool:
+        return self._fd is not None
+
+    def begin(self, case_id: str) -> None:
+        self._taint = read_taint()
+        if self._fd is None:
+            return
+        os.lseek(self._fd, 0, os.SEEK_END)
+        os.write(self._fd, f"pinhole: begin {case_id}\n".encode())
+
+    def end(self) -> Slice:
+        lines = []
+        while self._fd is not None:
+            try:
+                lines.append(parse_record(os.read(self._fd, 8192)))
+            except OSError as e:
+                if e.errno == errno.EPIPE:  # overwritten by newer records: keep reading
+                    continue
+                break  # EAGAIN: nothing more
+        body = [line for line in lines if not line.startswith("pinhole: begin ")]
+        own = {os.getpid(), *map(int, os.listdir("/proc/self/task"))}
+        return Slice(body, findings(body, own), self._taint, read_taint())
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,106 @@
+"""The matrix: its vocabulary, and the cases it crosses.
+
+A case id joins pin.backing.mapping.access.state.mutation.check, e.g.
+``io_uring.ext4.shared.rw.hole.none.file-to-pin``: selectable with ``-k`` and a valid
+KernelCI test path.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+
+PINS = ("io_uring", "udmabuf", "rdma", "gup_test", "vmsplice", "odirect")
+BACKINGS = ("memfd", "memfd-hugetlb", "tmpfs", "hugetlbfs", "ext4", "xfs", "btrfs",
+            "ext4-dax", "xfs-dax")
+MAPPINGS = ("shared", "private")
+ACCESS = ("ro", "rw")
+STATES = ("hole", "faulted-hole", "written", "unwritten", "punched")
+MUTATIONS = ("none",)
+# Start states the runner can create today.
+RUN_STATES = ("hole", "faulted-hole", "written")
+CHECKS = ("admission", "zeropage", "file-to-pin", "pin-to-file")
+# Checks that look at the pin itself, before anything changes the file.
+PIN_CHECKS = ("admission", "zeropage")
+
+VOCABULARY: dict[str, tuple[str, ...]] = {
+    "pin": PINS, "backing": BACKINGS, "mapping": MAPPINGS, "access": ACCESS,
+    "state": STATES, "mutation": MUTATIONS, "check": CHECKS,
+}
+
+KCIDB_PATH = re.compile(r"^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$")
+
+
+@dataclass(frozen=True, order=True)
+class Case:
+    pin: str
+    backing: str
+    mapping: str
+    access: str
+    state: str
+    mutation: str
+    check: str
+
+    @property
+    def id(self) -> str:
+        return ".".join(asdict(self).values())
+
+    def __str__(self) -> str:
+        return self.id
+
+    @classmethod
+    def from_id(cls, case_id: str) -> Case:
+        parts = case_id.split(".")
+        names = [f.name for f in fields(cls)]
+        if len(parts) != len(names):
+            raise ValueError(f"a case id has {len(names)} parts ({'.'.join(names)}): {case_id}")
+        for name, value in zip(names, parts, strict=True):
+            unknown(name, [value])
+        return cls(*parts)
+
+
+class UnknownName(ValueError):
+    """A name outside the vocabulary; the message lists the valid ones."""
+
+
+def unknown(dimension: str, names: list[str]) -> None:
+    valid = VOCABULARY[dimension]
+    bad = [n for n in names if n not in valid]
+    if bad:
+        raise UnknownName(f"unknown {dimension} {', '.join(map(repr, bad))}; "
+                          f"valid: {', '.join(valid)}")
+
+
+def cross(pins: dict[str, tuple[str, ...]], backings: list[str],
+          states: tuple[str, ...], mutations: tuple[str, ...] = MUTATIONS) -> list[Case]:
+    """Every case of the given pins (name → access modes) over the given backings.
+
+    Pin checks run once per start state with no mutation; coherence checks run after every
+    mutation.
+    """
+    out = []
+    for pin, accesses in pins.items():
+        for backing in backings:
+            for mapping in MAPPINGS:
+                for access in accesses:
+                    for state in states:
+                        for mutation in mutations:
+                            for check in CHECKS:
+                                if check in PIN_CHECKS and mutation != "none":
+                                    continue
+                                out.append(Case(pin, backing, mapping, access, state,
+                                                mutation, check))
+    return out
+
+
+def cases_for(pin: str) -> list[Case]:
+    """The cases of one registered pin mechanism over every registered backing."""
+    from .backings import BACKINGS
+    from .pins import MECHANISMS
+
+    return cross({pin: MECHANISMS[pin].access}, list(BACKINGS), RUN_STATES)
+
+
+def universe() -> list[Case]:
+    """Every case the vocabulary allows, on any kernel: what spec entries are checked against."""
+    return cross({p: ACCESS for p in PINS}, list(BACKINGS), STATES)

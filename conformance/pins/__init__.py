@@ -1,0 +1,10 @@
+"""Pin mechanisms by name, in the order reports list them."""
+
+from __future__ import annotations
+
+from .base import Mechanism, Pinned
+from .io_uring import IoUring
+
+MECHANISMS: dict[str, type[Mechanism]] = {cls.name: cls for cls in (IoUring,)}
+
+__all__ = ["Mechanism", "Pinned", "MECHANISMS"]

@@ -1,0 +1,48 @@
+"""The pin interface: a mechanism pins a user range; the pin reads and writes the pinned pages
+without going through the user mapping, so what it sees is what the device would see."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ..backings.base import Availability
+
+
+class Pinned:
+    """One live pin of a range."""
+
+    length: int
+
+    def read(self) -> bytes:
+        """What the pinned pages hold, read by the kernel or device, not by the CPU mapping."""
+        raise NotImplementedError
+
+    def write(self, data: bytes) -> None:
+        """Store into the pinned pages the way the device would (DMA, fixed-buffer read)."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Unpin; safe to call twice."""
+        raise NotImplementedError
+
+
+class Mechanism:
+    """A pin mechanism, set up once per worker: io_uring, udmabuf, rdma, ..."""
+
+    name: ClassVar[str]
+    # Access modes it can pin with: 'ro' (FOLL_LONGTERM without FOLL_WRITE) and/or 'rw'.
+    access: ClassVar[tuple[str, ...]]
+    longterm: ClassVar[bool] = True
+
+    def availability(self) -> Availability:
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        """Per-worker preparation; nothing by default."""
+
+    def pin(self, addr: int, length: int, access: str) -> Pinned:
+        """Pin [addr, addr+length); raises OSError with the kernel's errno on refusal."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Undo setup()."""

@@ -1,0 +1,151 @@
+"""The pytest side of pinhole: options, the per-worker fixture, verdicts as pytest outcomes,
+and results.json written by the controller (the xdist master, or the only process)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from . import hugepages, probe, results
+from .kernel import running
+from .matrix import UnknownName, universe, unknown
+from .runner import run_case
+from .spec import Spec, SpecError
+from .verdict import Result
+from .worker import Worker
+
+SPEC = pytest.StashKey[Spec]()
+RECORD = "pinhole"
+# Hugepages per worker: a file page and a private copy of it, with room to spare.
+HUGEPAGES_PER_WORKER = 4
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("pinhole")
+    g.addoption("--pin", action="append", default=[], metavar="NAME",
+                help="run only these pin mechanisms (repeat or comma-separate)")
+    g.addoption("--backing", action="append", default=[], metavar="NAME",
+                help="run only these backings (repeat or comma-separate)")
+    g.addoption("--spec", action="append", default=[], metavar="FILE",
+                help="layer a spec file over the built-in expectations")
+    g.addoption("--pinhole-out", metavar="DIR", help="write results.json into DIR")
+
+
+def selected(config: pytest.Config, dimension: str) -> list[str]:
+    names = [n for opt in config.getoption(dimension) for n in opt.split(",") if n]
+    unknown(dimension, names)
+    return names
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        for dimension in ("pin", "backing"):
+            selected(config, dimension)
+        config.stash[SPEC] = Spec.load(config.getoption("spec"), universe())
+    except (UnknownName, SpecError) as e:
+        raise pytest.UsageError(str(e)) from None
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(Controller(config), "pinhole-controller")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wanted = {d: set(selected(config, d)) for d in ("pin", "backing")}
+    keep, drop = [], []
+    for item in items:
+        case = getattr(item, "callspec", None) and item.callspec.params.get("case")
+        ok = case is None or all(not names or getattr(case, d) in names
+                                 for d, names in wanted.items())
+        (keep if ok else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def pinhole_worker() -> Worker:
+    worker = Worker()
+    yield worker
+    worker.close()
+
+
+@pytest.fixture
+def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker):
+    """Run a case and turn its verdict into the pytest outcome."""
+    spec = request.config.stash[SPEC]
+
+    def run(case) -> None:
+        result = run_case(case, pinhole_worker, spec)
+        request.node.user_properties.append((RECORD, result.as_dict()))
+        conclude(result)
+
+    return run
+
+
+def conclude(r: Result) -> None:
+    message = r.reason + (f"\nkernel log:\n{r.dmesg}" if r.dmesg else "")
+    if r.verdict in ("fail", "error"):
+        pytest.fail(f"[{r.verdict}] {message}", pytrace=False)
+    if r.verdict == "skip":
+        pytest.skip(r.reason)
+    if r.verdict == "xfail":
+        pytest.xfail(r.reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    rep = outcome.get_result()
+    for key, record in item.user_properties:
+        if key == RECORD and record["verdict"] == "xpass" and rep.when == "call":
+            rep.wasxfail = record["reason"]  # pytest shows XPASS
+
+
+class Controller:
+    """Collects every case's record from the workers and writes the run's results."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.cases: dict[str, dict] = {}
+        self.started = time.time()
+        self.reservation: hugepages.Reservation | None = None
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        workers = self.config.getoption("numprocesses", None) or 1
+        wanted = selected(self.config, "backing")
+        if not wanted or {"memfd-hugetlb", "hugetlbfs"} & set(wanted):
+            self.reservation = hugepages.Reservation(HUGEPAGES_PER_WORKER * int(workers) + 2)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        records = [r for k, r in report.user_properties if k == RECORD]
+        if records:
+            self.cases[records[0]["id"]] = records[0]
+            return
+        case_id = report.nodeid.rsplit("[", 1)[-1].rstrip("]") if "[" in report.nodeid else None
+        if case_id is None or case_id in self.cases or not report.failed:
+            return
+        from .matrix import Case
+        try:
+            case = Case.from_id(case_id)
+        except (ValueError, UnknownName):
+            return
+        why = str(report.longrepr).strip().splitlines()[-1:] or ["unknown"]
+        self.cases[case_id] = Result(case, "error", reason=f"the case broke in {report.when}: "
+                                     f"{why[0][:500]}").as_dict()
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.reservation:
+            self.reservation.release()
+        out = self.config.getoption("pinhole_out")
+        if out:
+            doc = results.document(list(self.cases.values()), running().as_dict(),
+                                   probe.probe(), self.started, time.time())
+            results.write(Path(out), doc)
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if not self.cases:
+            return
+        terminalreporter.section("pinhole summary")
+        for line in results.summary(list(self.cases.values())):
+            terminalreporter.write_line(line)

@@ -1,0 +1,72 @@
+"""results.json: the run's record, and what follows from it (exit code, summary)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+SCHEMA = "pinhole/1"
+
+# kselftest's codes for a run; 2 is a usage error (like argparse) and 125 means the
+# harness itself could not run, so neither is mistaken for a kernel verdict.
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_XPASS, EXIT_SKIP, EXIT_HARNESS = 0, 1, 2, 3, 4, 125
+
+
+def totals(cases: list[dict]) -> dict[str, int]:
+    counts = Counter(c["verdict"] for c in cases)
+    return {v: counts.get(v, 0) for v in ("pass", "fail", "xfail", "xpass", "skip", "error")}
+
+
+def exit_code(cases: list[dict]) -> int:
+    t = totals(cases)
+    if not cases:
+        return EXIT_HARNESS
+    if t["fail"] or t["error"]:
+        return EXIT_FAIL
+    if t["xpass"]:
+        return EXIT_XPASS
+    if t["skip"] == len(cases):
+        return EXIT_SKIP
+    return EXIT_PASS
+
+
+def document(cases: list[dict], kernel: dict, probe: dict, started: float, finished: float) -> dict:
+    return {
+        "schema": SCHEMA,
+        "kernel": kernel,
+        "probe": probe,
+        "started": started,
+        "finished": finished,
+        "totals": totals(cases),
+        "cases": sorted(cases, key=lambda c: c["id"]),
+    }
+
+
+def write(out: Path, doc: dict) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: Path) -> dict:
+    doc = json.loads(path.read_text())
+    if doc.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: not a pinhole results file (schema {doc.get('schema')!r})")
+    return doc
+
+
+def summary(cases: list[dict], limit: int = 20) -> list[str]:
+    """What failed and why, one line each, for the end of a run."""
+    t = totals(cases)
+    lines = [" ".join(f"{k}:{v}" for k, v in t.items())]
+    bad = [c for c in cases if c["verdict"] in ("fail", "error", "xpass")]
+    for c in bad[:limit]:
+        lines.append(f"{c['verdict'].upper():5} {c['id']}: {c['reason'][:300]}")
+    if len(bad) > limit:
+        lines.append(f"... and {len(bad) - limit} more in results.json")
+    return lines

@@ -1,0 +1,58 @@
+"""Runs one case: prepare the file, pin it, apply the mutation, check, judge."""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+from .checks import CHECKS, Observation, Trial
+from .kernel import running
+from .matrix import Case
+from .spec import Spec
+from .subject import Skip, Subject
+from .syscalls import errno_name
+from .verdict import Result, judge
+from .worker import Worker
+
+MUTATIONS = {"none": lambda trial: None}
+
+
+def observe(case: Case, worker: Worker) -> Observation:
+    backing = worker.backing(case.backing)
+    mechanism = worker.mechanism(case.pin)
+    subject = Subject(backing, worker.file_name(), case.mapping)
+    try:
+        subject.prepare(case.state)
+        try:
+            pinned = mechanism.pin(subject.addr, subject.length, case.access)
+        except OSError as e:
+            return Observation("refused", e.strerror or str(e), errno_name(e.errno))
+        try:
+            trial = Trial(case, subject, pinned, worker.pagemap,
+                          detaching=case.mapping == "private")
+            MUTATIONS[case.mutation](trial)
+            return CHECKS[case.check](trial)
+        finally:
+            pinned.release()
+    finally:
+        subject.close()
+
+
+def run_case(case: Case, worker: Worker, spec: Spec) -> Result:
+    start = time.monotonic()
+    worker.monitor.begin(case.id)
+    try:
+        seen = observe(case, worker)
+    except Skip as e:
+        worker.monitor.end()
+        result = Result(case, "skip", reason=str(e))
+    except Exception as e:
+        log = worker.monitor.end()
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        result = Result(case, "error", reason=f"{type(e).__name__}: {e} "
+                        f"({where.filename.rsplit('/', 1)[-1]}:{where.lineno})",
+                        dmesg=log.excerpt() if log.bad else "", taint=log.new_taint)
+    else:
+        result = judge(case, seen, spec.expect(case, running().number), worker.monitor.end())
+    result.duration_s = round(time.monotonic() - start, 6)
+    return result

@@ -1,0 +1,191 @@
+"""Expectations as data: what the kernel should do for each case, per kernel version, and why.
+
+Spec files are TOML with a list of ``[[expect]]`` tables, read in order; later entries
+refine earlier ones. An entry matches on any of pin, backing, mapping, access, state,
+mutation, check (a name or a list; absent means any) and an optional ``kernel`` range such
+as ``">=6.5"`` or ``">=5.14, <6.5"``. It gives:
+
+- ``outcome``: what a correct kernel shows (see OUTCOMES);
+- ``errno``: for ``refused``, the errno name;
+- ``reason``: the kernel function or commit that makes it so (required);
+- ``known``/``known_reason``: an outcome the kernel is known to show instead, a limitation
+  reported as an expected failure.
+
+An entry that does not name a check sets the coherence outcome; the pin checks (admission,
+zeropage) then expect ``pinned`` unless the outcome is ``refused``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..matrix import PIN_CHECKS, VOCABULARY, Case, UnknownName, unknown
+
+SPEC_DIR = Path(__file__).parent
+
+OUTCOMES = ("pinned", "refused", "coherent", "detached", "stale-cache", "disconnected",
+            "lost-write", "resurrected", "kernel-warning")
+MATCH_KEYS = tuple(VOCABULARY)
+ENTRY_KEYS = {*MATCH_KEYS, "kernel", "outcome", "errno", "reason", "known", "known_reason"}
+RANGE_TERM = re.compile(r"^(>=|<|>|<=|==)\s*(\d+)\.(\d+)(?:\.(\d+))?$")
+
+
+class SpecError(ValueError):
+    """A spec file that cannot be used; the message names file and line."""
+
+
+Version = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Range:
+    text: str
+    terms: tuple[tuple[str, Version], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Range:
+        terms = []
+        for part in text.split(","):
+            m = RANGE_TERM.match(part.strip())
+            if not m:
+                raise ValueError(f"bad kernel range {text!r}: use terms like '>=6.5' joined by ','")
+            terms.append((m[1], (int(m[2]), int(m[3]), int(m[4] or 0))))
+        return cls(text, tuple(terms))
+
+    def contains(self, version: Version) -> bool:
+        ops = {">=": version.__ge__, ">": version.__gt__, "<": version.__lt__,
+               "<=": version.__le__, "==": version.__eq__}
+        return all(ops[op](v) for op, v in self.terms)
+
+
+@dataclass(frozen=True)
+class Entry:
+    file: str
+    line: int
+    match: dict[str, tuple[str, ...]]
+    kernel: Range | None
+    outcome: str
+    errno: str | None
+    reason: str
+    known: str | None = None
+    known_reason: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    def matches(self, case: Case, version: Version | None) -> bool:
+        if version is not None and self.kernel and not self.kernel.contains(version):
+            return False
+        return all(getattr(case, k) in v for k, v in self.match.items())
+
+    def outcome_for(self, check: str) -> str:
+        if "check" not in self.match and check in PIN_CHECKS and self.outcome != "refused":
+            return "pinned"
+        return self.outcome
+
+
+@dataclass(frozen=True)
+class Expectation:
+    outcome: str
+    errno: str | None
+    reason: str
+    known: str | None
+    known_reason: str | None
+    entries: tuple[Entry, ...] = field(default=())
+
+
+def _entry_lines(text: str) -> list[int]:
+    return [i + 1 for i, line in enumerate(text.splitlines()) if line.strip() == "[[expect]]"]
+
+
+def _names(path: str, line: int, key: str, value: object) -> tuple[str, ...]:
+    values = (value,) if isinstance(value, str) else value
+    if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
+        raise SpecError(f"{path}:{line}: {key} must be a name or a list of names")
+    try:
+        unknown(key, list(values))
+    except UnknownName as e:
+        raise SpecError(f"{path}:{line}: {e}") from None
+    return tuple(values)
+
+
+def parse(text: str, path: str) -> list[Entry]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{path}: {e}") from None
+    raw = data.get("expect", [])
+    lines = _entry_lines(text)
+    if set(data) - {"expect"} or len(lines) != len(raw):
+        raise SpecError(f"{path}: a spec file holds only [[expect]] tables")
+    entries = []
+    for table, line in zip(raw, lines, strict=True):
+        where = f"{path}:{line}"
+        extra = set(table) - ENTRY_KEYS
+        if extra:
+            raise SpecError(f"{where}: unknown key {', '.join(sorted(extra))}; "
+                            f"valid: {', '.join(sorted(ENTRY_KEYS))}")
+        for key in ("outcome", "reason"):
+            if not isinstance(table.get(key), str) or not table[key].strip():
+                raise SpecError(f"{where}: every entry needs {key!r}")
+        for key in ("outcome", "known"):
+            if key in table and table[key] not in OUTCOMES:
+                raise SpecError(f"{where}: unknown outcome {table[key]!r}; "
+                                f"valid: {', '.join(OUTCOMES)}")
+        if ("errno" in table) != (table["outcome"] == "refused"):
+            raise SpecError(f"{where}: 'errno' goes with outcome 'refused', and only with it")
+        if ("known" in table) != ("known_reason" in table):
+            raise SpecError(f"{where}: 'known' and 'known_reason' go together")
+        try:
+            kernel = Range.parse(table["kernel"]) if "kernel" in table else None
+        except ValueError as e:
+            raise SpecError(f"{where}: {e}") from None
+        match = {k: _names(path, line, k, table[k]) for k in MATCH_KEYS if k in table}
+        entries.append(Entry(path, line, match, kernel, table["outcome"], table.get("errno"),
+                             table["reason"].strip(), table.get("known"),
+                             table.get("known_reason")))
+    return entries
+
+
+class Spec:
+    """Entries from the built-in spec files, then any layered files, in order."""
+
+    def __init__(self, entries: list[Entry]) -> None:
+        self.entries = entries
+
+    @classmethod
+    def load(cls, extra: list[str | Path] = (), universe: list[Case] | None = None) -> Spec:
+        files = sorted(SPEC_DIR.glob("*.toml")) + [Path(p) for p in extra]
+        entries: list[Entry] = []
+        for f in files:
+            try:
+                text = f.read_text()
+            except OSError as e:
+                raise SpecError(f"{f}: cannot read spec file: {e.strerror}") from None
+            entries += parse(text, str(f))
+        spec = cls(entries)
+        if universe is not None:
+            spec.validate(universe)
+        return spec
+
+    def validate(self, universe: list[Case]) -> None:
+        """Every entry must match some case of the full matrix (on some kernel)."""
+        for e in self.entries:
+            if not any(e.matches(c, None) for c in universe):
+                raise SpecError(f"{e.where}: entry matches no case of the matrix")
+
+    def deciding(self, case: Case, version: Version) -> list[Entry]:
+        return [e for e in self.entries if e.matches(case, version)]
+
+    def expect(self, case: Case, version: Version) -> Expectation | None:
+        entries = self.deciding(case, version)
+        if not entries:
+            return None
+        last = entries[-1]
+        return Expectation(last.outcome_for(case.check), last.errno, last.reason,
+                           last.known, last.known_reason, tuple(entries))
+

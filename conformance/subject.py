@@ -1,0 +1,96 @@
+"""The file range under test: a file on a backing, put in a start state, and its mapping.
+
+The file is two backing pages long; the second page is mapped and pinned, so mutations
+that shorten the file or shift its extents have room on either side.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from .abi import MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
+from .backings.base import Backing
+from .patterns import fill
+from .syscalls import PAGE_SIZE, mmap, munmap, read_mem, write_mem
+
+
+class Skip(Exception):
+    """The case cannot run here; the message says what is missing and how to get it."""
+
+
+class Subject:
+    def __init__(self, backing: Backing, name: str, mapping: str) -> None:
+        self.backing, self.name = backing, name
+        self.page = backing.page_size
+        self.offset, self.length, self.size = self.page, self.page, 2 * self.page
+        self.flags = MAP_SHARED if mapping == "shared" else MAP_PRIVATE
+        self.addr = 0
+        self.fd = backing.create(name)
+
+    def prepare(self, state: str) -> None:
+        os.ftruncate(self.fd, self.size)
+        if state == "written":
+            self.write_file(fill("written", self.size), 0)
+        self.map()
+        if state == "faulted-hole":
+            for off in range(0, self.length, PAGE_SIZE):  # a read fault on every base page
+                read_mem(self.addr + off, 1)
+
+    def map(self) -> None:
+        try:
+            self.addr = mmap(self.length, PROT_READ | PROT_WRITE, self.flags, self.fd, self.offset)
+        except OSError as e:
+            if e.errno == errno.ENOMEM and self.backing.hugetlb:
+                raise Skip("no free 2 MiB hugepage to map: raise vm.nr_hugepages") from None
+            raise
+
+    def unmap(self) -> None:
+        if self.addr:
+            munmap(self.addr, self.length)
+            self.addr = 0
+
+    def write_file(self, data: bytes, offset: int | None = None) -> None:
+        """Write through the file, not through the mapping under test.
+
+        hugetlbfs has no write(): there the writer is a second MAP_SHARED mapping.
+        """
+        offset = self.offset if offset is None else offset
+        if not self.backing.hugetlb:
+            if os.pwrite(self.fd, data, offset) != len(data):
+                raise OSError(f"short pwrite to {self.name}")
+            return
+        start = offset - offset % self.page
+        span = -(-(offset + len(data) - start) // self.page) * self.page
+        addr = mmap(span, PROT_READ | PROT_WRITE, MAP_SHARED, self.fd, start)
+        try:
+            write_mem(addr + offset - start, data)
+        finally:
+            munmap(addr, span)
+
+    def file_view(self) -> bytes:
+        """What read() of the pinned range returns."""
+        return os.pread(self.fd, self.length, self.offset)
+
+    def mapping_view(self) -> bytes:
+        return read_mem(self.addr, self.length)
+
+    def persist(self) -> str:
+        """Unmap, fsync, drop the cached pages, and remount where the backing can:
+        afterwards reads come from storage. Returns what was done, for the record."""
+        self.unmap()
+        os.fsync(self.fd)
+        os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        if not self.backing.persistent:
+            return "fsync, POSIX_FADV_DONTNEED"
+        os.close(self.fd)
+        self.fd = -1
+        self.backing.remount()
+        self.fd = self.backing.reopen(self.name, -1)
+        return "fsync, POSIX_FADV_DONTNEED, unmount and mount"
+
+    def close(self) -> None:
+        self.unmap()
+        if self.fd >= 0:
+            self.backing.remove(self.name, self.fd)
+            self.fd = -1

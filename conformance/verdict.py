@@ -1,0 +1,64 @@
+"""From what a case saw and what the spec expects to a verdict, with the reason a reader needs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .checks import Observation
+from .kmsg import Slice
+from .matrix import Case
+from .spec import Expectation
+
+VERDICTS = ("pass", "fail", "xfail", "xpass", "skip", "error")
+# Taint letters that mean the kernel went wrong (kernel/panic.c): machine check, bad page,
+# died, warning, soft lockup.
+SERIOUS_TAINT = set("MBDWL")
+
+
+@dataclass
+class Result:
+    """One case's record, as results.json stores it."""
+
+    case: Case
+    verdict: str
+    outcome: str | None = None
+    expected: str | None = None
+    reason: str = ""
+    errno: str | None = None
+    detail: str = ""
+    dmesg: str = ""
+    taint: str = ""
+    spec: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        d = {"id": self.case.id, **asdict(self.case), **asdict(self)}
+        del d["case"]
+        return d
+
+
+def expected_text(exp: Expectation) -> str:
+    return f"{exp.outcome} {exp.errno}" if exp.errno else exp.outcome
+
+
+def judge(case: Case, seen: Observation, exp: Expectation | None, log: Slice) -> Result:
+    r = Result(case, "fail", seen.outcome, errno=seen.errno, detail=seen.detail,
+               dmesg=log.excerpt() if log.bad else "", taint=log.new_taint)
+    if log.bad or SERIOUS_TAINT & set(r.taint):
+        r.outcome = "kernel-warning"
+        r.detail = f"{'; '.join(log.bad[:3]) or 'new taint ' + r.taint} (while: {seen.detail})"
+    if exp is None:
+        r.verdict, r.reason = "error", "no spec entry decides this case: add one to the spec"
+        return r
+    r.expected, r.spec = expected_text(exp), [e.where for e in exp.entries]
+    as_expected = r.outcome == exp.outcome and (r.outcome != "refused" or r.errno == exp.errno)
+    if as_expected:
+        r.verdict = "xpass" if exp.known else "pass"
+        r.reason = exp.reason
+    elif exp.known and r.outcome == exp.known:
+        r.verdict, r.reason = "xfail", exp.known_reason or ""
+    else:
+        seen_text = f"{r.outcome} {r.errno}" if r.errno else r.outcome
+        r.reason = (f"expected {r.expected}, saw {seen_text}: {r.detail}. "
+                    f"Expected because: {exp.reason}")
+    return r

@@ -1,0 +1,59 @@
+"""Everything one pytest worker sets up once and reuses for all its cases."""
+
+from __future__ import annotations
+
+import itertools
+
+from .backings import BACKINGS, Backing
+from .kmsg import Monitor
+from .pagemap import PageMap
+from .pins import MECHANISMS, Mechanism
+from .subject import Skip
+
+
+class SetupFailed(RuntimeError):
+    """A backing or pin mechanism that should work here could not be set up."""
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.pagemap = PageMap()
+        self.monitor = Monitor()
+        self._parts: dict[str, Backing | Mechanism | Skip | SetupFailed] = {}
+        self._names = itertools.count()
+
+    def backing(self, name: str) -> Backing:
+        return self._part(name, BACKINGS[name])  # type: ignore[return-value]
+
+    def mechanism(self, name: str) -> Mechanism:
+        return self._part(name, MECHANISMS[name])  # type: ignore[return-value]
+
+    def _part(self, name: str, cls: type) -> Backing | Mechanism:
+        """Set up on first use; a missing capability or a failed setup is remembered."""
+        if name not in self._parts:
+            part = cls()
+            available = part.availability()
+            if not available.ok:
+                self._parts[name] = Skip(available.reason)
+            else:
+                try:
+                    part.setup()
+                    self._parts[name] = part
+                except Exception as e:
+                    part.close()
+                    self._parts[name] = SetupFailed(f"setting up {name} failed: {e}")
+        part = self._parts[name]
+        if isinstance(part, Exception):
+            raise part
+        return part
+
+    def file_name(self) -> str:
+        return f"case-{next(self._names)}"
+
+    def close(self) -> None:
+        for part in self._parts.values():
+            if not isinstance(part, Exception):
+                part.close()
+        self._parts.clear()
+        self.monitor.close()
+        self.pagemap.close()

@@ -1,0 +1,58 @@
+"""Nothing is left behind when a worker is killed: its loop devices detach, its mounts go,
+its hugepage reservation is given back."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conformance import hugepages
+
+CHILD = """
+import json, sys
+from conformance import hugepages
+from conformance.worker import Worker
+w = Worker()
+loops = {}
+for name in ("tmpfs", "hugetlbfs", "ext4", "xfs", "btrfs"):
+    b = w.backing(name)
+    if getattr(b, "loop", None):
+        loops[b.loop.path] = open(f"/sys/block/{b.loop.path[5:]}/loop/backing_file").read()
+r = hugepages.Reservation(hugepages.free() + 4)
+print(json.dumps({"loops": loops, "added": r.added}), flush=True)
+sys.stdin.read()
+"""
+
+
+def backing_file(dev: str) -> str | None:
+    try:
+        return Path(f"/sys/block/{dev[5:]}/loop/backing_file").read_text()
+    except OSError:
+        return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: loop devices, mounts and hugepages")
+def test_sigkill_leaves_nothing():
+    before = int((hugepages.POOL / "nr_hugepages").read_text())
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+    state = json.loads(child.stdout.readline())
+    assert len(state["loops"]) == 3 and state["added"] == 4
+    assert all(backing_file(d) == f for d, f in state["loops"].items())
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = [d for d, f in state["loops"].items() if backing_file(d) == f]
+        nr = int((hugepages.POOL / "nr_hugepages").read_text())
+        if not left and nr == before:
+            break
+        time.sleep(0.05)
+    assert not left, f"loop devices still attached after SIGKILL: {left}"
+    assert nr == before, f"vm.nr_hugepages is {nr}, was {before} before the killed reservation"
+    assert "pinhole" not in Path("/proc/mounts").read_text()

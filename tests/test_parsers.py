@@ -1,0 +1,69 @@
+"""Parsers of kernel interfaces, on recorded data."""
+
+import struct
+
+import pytest
+
+from conformance import kernel, kmsg, pagemap
+from conformance.patterns import describe, fill
+
+
+def test_kernel_versions():
+    assert kernel.parse_version("6.12.43+deb13-amd64") == (6, 12, 43)
+    assert kernel.parse_version("6.5-rc1") == (6, 5, 0)
+    assert kernel.parse_version("6.18.44-fc-v669") == (6, 18, 44)
+    with pytest.raises(ValueError):
+        kernel.parse_version("linux")
+
+
+def test_kernel_config():
+    text = "# CONFIG_GUP_TEST is not set\nCONFIG_UDMABUF=y\nCONFIG_RDMA_RXE=m\n"
+    cfg = kernel.KernelConfig("/boot/config-x", kernel.parse_config(text))
+    assert cfg.state("CONFIG_UDMABUF") == "y"
+    assert cfg.state("CONFIG_RDMA_RXE") == "m"
+    assert cfg.state("CONFIG_GUP_TEST") == "n"
+    assert kernel.KernelConfig("").state("CONFIG_UDMABUF") is None
+
+
+def test_pagemap_entries():
+    present_zero = (1 << 63) | 0x3B34
+    page = pagemap.decode(0x1000, present_zero, 1 << 24)
+    assert page.present and page.pfn == 0x3B34 and page.zero_page and not page.thp
+    huge_zero = pagemap.decode(0x2000, (1 << 63) | (1 << 61) | 0x12F800, (1 << 24) | (1 << 22))
+    assert huge_zero.zero_page and huge_zero.thp and huge_zero.file
+    hidden = pagemap.decode(0x3000, (1 << 63) | (1 << 56), None)  # non-root: PFN zeroed
+    assert hidden.present and hidden.pfn == 0 and not hidden.zero_page and hidden.exclusive
+    swapped = pagemap.decode(0x4000, (1 << 63) | (1 << 62) | 0x55, None)
+    assert not swapped.present and swapped.pfn == 0
+    assert struct.calcsize("<Q") == 8
+
+
+SPLAT = """\
+------------[ cut here ]------------
+WARNING: CPU: 1 PID: 4242 at mm/gup.c:123 try_grab_folio+0x1/0x2
+Modules linked in:
+CPU: 1 PID: 4242 Comm: python3 Not tainted 6.18.0 #1
+RIP: 0010:try_grab_folio+0x1/0x2""".splitlines()
+
+
+def test_kmsg_findings_are_attributed_to_the_right_process():
+    assert kmsg.findings(SPLAT, {4242}) == [SPLAT[1]]
+    assert kmsg.findings(SPLAT, {1}) == []  # another worker's splat
+    plain = ["Page cache invalidation failure on direct I/O.  Possible data corruption"]
+    assert kmsg.findings(plain, {1}) == plain  # no PID line: cannot exclude it
+    assert kmsg.findings(["ext4 filesystem being mounted"], {1}) == []
+
+
+def test_kmsg_records_and_taint():
+    assert kmsg.parse_record(b"4,1234,5678,-;WARNING: x\n SUBSYSTEM=mem") == "WARNING: x"
+    assert kmsg.decode_taint(0) == "G"
+    assert kmsg.decode_taint((1 << 9) | (1 << 7)) == "DW"
+    s = kmsg.Slice([], [], 1 << 12, (1 << 12) | (1 << 9))
+    assert s.new_taint == "W"
+
+
+def test_patterns_name_their_data():
+    assert describe(bytes(64)) == "zeros"
+    assert describe(fill("pin", 4096)) == 'pattern "pin"'
+    assert fill("a", 100) != fill("b", 100)
+    assert "mixed" in describe(fill("pin", 64) + bytes(64))

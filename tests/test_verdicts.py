@@ -1,0 +1,65 @@
+"""From outcome and expectation to verdict, exit codes, ids."""
+
+import pytest
+
+from conformance import results
+from conformance.checks import Observation
+from conformance.kmsg import Slice
+from conformance.matrix import KCIDB_PATH, Case, UnknownName, cases_for, universe
+from conformance.spec import Spec, parse
+from conformance.verdict import judge
+
+QUIET = Slice([], [], 0, 0)
+CASE = Case.from_id("io_uring.ext4.shared.rw.hole.none.admission")
+
+
+def expect(text, case=CASE):
+    return Spec(parse(text, "t.toml")).expect(case, (6, 18, 0))
+
+
+REFUSED = '[[expect]]\noutcome = "refused"\nerrno = "EFAULT"\nreason = "rule"\n'
+
+
+def test_pass_fail_and_errno():
+    exp = expect(REFUSED)
+    assert judge(CASE, Observation("refused", "", "EFAULT"), exp, QUIET).verdict == "pass"
+    wrong = judge(CASE, Observation("refused", "", "EINVAL"), exp, QUIET)
+    assert wrong.verdict == "fail" and "expected refused EFAULT, saw refused EINVAL" in wrong.reason
+    assert judge(CASE, Observation("pinned"), exp, QUIET).verdict == "fail"
+
+
+def test_known_limitation_is_xfail_and_its_absence_xpass():
+    coherent = Case.from_id("io_uring.ext4.shared.rw.hole.none.file-to-pin")
+    exp = expect('[[expect]]\noutcome = "coherent"\nreason = "r"\n'
+                 'known = "stale-cache"\nknown_reason = "dio_warn_stale_pagecache()"\n', coherent)
+    assert judge(coherent, Observation("stale-cache"), exp, QUIET).verdict == "xfail"
+    assert judge(coherent, Observation("coherent"), exp, QUIET).verdict == "xpass"
+    assert judge(coherent, Observation("lost-write"), exp, QUIET).verdict == "fail"
+
+
+def test_kernel_warning_fails_a_case_that_otherwise_passed():
+    log = Slice(["WARNING: CPU: 0 PID: 1 at mm/gup.c:1"], ["WARNING: CPU: 0 PID: 1 at mm/gup.c:1"],
+                0, 1 << 9)
+    r = judge(CASE, Observation("refused", "", "EFAULT"), expect(REFUSED), log)
+    assert r.verdict == "fail" and r.outcome == "kernel-warning" and r.taint == "W"
+    assert "mm/gup.c" in r.dmesg
+
+
+def test_unmatched_case_is_an_error():
+    assert judge(CASE, Observation("pinned"), None, QUIET).verdict == "error"
+
+
+@pytest.mark.parametrize("verdicts,code", [
+    (["pass", "xfail", "skip"], 0), (["pass", "fail"], 1), (["pass", "error"], 1),
+    (["pass", "xpass"], 3), (["skip", "skip"], 4), ([], 125),
+])
+def test_exit_codes(verdicts, code):
+    assert results.exit_code([{"verdict": v} for v in verdicts]) == code
+
+
+def test_ids_are_kcidb_paths_and_round_trip():
+    for case in universe()[:500] + cases_for("io_uring"):
+        assert KCIDB_PATH.match(case.id), case.id
+        assert Case.from_id(case.id) == case
+    with pytest.raises(UnknownName, match="valid: memfd, memfd-hugetlb"):
+        Case.from_id("io_uring.ext5.shared.rw.hole.none.admission")
