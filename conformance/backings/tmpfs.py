@@ -1,4 +1,8 @@
-"""tmpfs and hugetlbfs files on a mount of pinhole's own (a detached mount: no mount point)."""
+"""tmpfs and hugetlbfs files on a mount of pinhole's own (a detached mount: no mount point).
+
+Without root, tmpfs files are unnamed (O_TMPFILE) files in /dev/shm instead: they vanish
+with their last descriptor, so nothing is left there either.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,13 @@ from .. import hugepages
 from ..kernel import filesystems
 from ..mounts import DetachedMount
 from .base import Availability, Backing, root_or
+
+SHM = "/dev/shm"
+
+
+def shm_is_tmpfs() -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1:3] == [SHM, "tmpfs"] for line in f) and os.access(SHM, os.W_OK)
 
 
 class Tmpfs(Backing):
@@ -19,20 +30,24 @@ class Tmpfs(Backing):
     def availability(self) -> Availability:
         if self.fstype not in filesystems():
             return Availability.no(f"kernel lacks {self.fstype} (CONFIG_{self.fstype.upper()})")
+        if os.geteuid() != 0 and self.fstype == "tmpfs" and shm_is_tmpfs():
+            return Availability.yes(f"not root: unnamed files in {SHM}")
         return root_or(f"mounting {self.fstype}") or Availability.yes()
 
     def setup(self) -> None:
-        self.mount = DetachedMount(self.fstype, options=self.options)
+        if os.geteuid() == 0:
+            self.mount = DetachedMount(self.fstype, options=self.options)
 
     def create(self, name: str) -> int:
-        assert self.mount is not None
+        if self.mount is None:
+            return os.open(SHM, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
         return os.open(self.mount.path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                        0o600)
 
     def remove(self, name: str, fd: int) -> None:
         os.close(fd)
-        assert self.mount is not None
-        os.unlink(self.mount.path(name))
+        if self.mount is not None:
+            os.unlink(self.mount.path(name))
 
     def close(self) -> None:
         if self.mount:
