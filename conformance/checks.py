@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .errors import Skip
 from .matrix import Case
 from .pagemap import NEEDS_ROOT, PageMap
 from .patterns import describe, fill
 from .pins.base import Pinned
-from .subject import Skip, Subject
+from .subject import Subject
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,16 @@ def _context_log(fs_fd: int) -> str:
             return "; ".join(m[2:] if m[1:2] == " " else m for m in msgs)
 
 
+def kernel_has(fstype: str) -> bool:
+    """Whether the kernel can mount fstype; fsopen() loads its module if needed (root)."""
+    try:
+        os.close(syscall(abi.SYS_fsopen, ffi.new("char[]", fstype.encode()), abi.FSOPEN_CLOEXEC,
+                         name=f"fsopen({fstype})"))
+    except OSError:
+        return False
+    return True
+
+
 class DetachedMount:
     """A filesystem instance held by one fd; close() unmounts it."""
 

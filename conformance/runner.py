@@ -6,10 +6,11 @@ import time
 import traceback
 
 from .checks import CHECKS, Observation, Trial
+from .errors import Skip
 from .kernel import running
 from .matrix import Case
 from .spec import Spec
-from .subject import Skip, Subject
+from .subject import Subject
 from .syscalls import errno_name
 from .verdict import Result, judge
 from .worker import Worker

@@ -11,12 +11,9 @@ import os
 
 from .abi import MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
 from .backings.base import Backing
+from .errors import Skip
 from .patterns import fill
 from .syscalls import PAGE_SIZE, mmap, munmap, read_mem, write_mem
-
-
-class Skip(Exception):
-    """The case cannot run here; the message says what is missing and how to get it."""
 
 
 class Subject:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 from pathlib import Path
 
 from . import abi
@@ -142,12 +143,16 @@ class Ring:
 
 
 
-def availability() -> tuple[bool, str]:
-    """Whether a ring can be set up here, and why not."""
+def availability(entries: int = 4) -> tuple[bool, str]:
+    """Whether a ring of `entries` can be set up here, and why not."""
     try:
-        Ring(1).close()
+        Ring(entries).close()
     except OSError as e:
         if e.errno == errno.ENOSYS:
             return False, "kernel built without CONFIG_IO_URING"
+        if e.errno == errno.ENOMEM and os.geteuid() != 0:
+            soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+            return False, (f"io_uring_setup: ENOMEM: RLIMIT_MEMLOCK ({soft} bytes) is too low "
+                           f"for the rings: ulimit -l {soft // 1024 + 64} or more (or run as root)")
         return False, f"io_uring_setup failed: {errno_name(e.errno)}: {e.strerror}"
     return True, "io_uring_setup works"

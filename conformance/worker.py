@@ -5,14 +5,10 @@ from __future__ import annotations
 import itertools
 
 from .backings import BACKINGS, Backing
+from .errors import SetupFailed, Skip
 from .kmsg import Monitor
 from .pagemap import PageMap
 from .pins import MECHANISMS, Mechanism
-from .subject import Skip
-
-
-class SetupFailed(RuntimeError):
-    """A backing or pin mechanism that should work here could not be set up."""
 
 
 class Worker:

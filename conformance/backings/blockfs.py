@@ -8,9 +8,8 @@ import subprocess
 import tempfile
 from typing import ClassVar
 
-from ..kernel import filesystems
 from ..loop import LoopDevice
-from ..mounts import DetachedMount
+from ..mounts import DetachedMount, kernel_has
 from .base import Availability, Backing, root_or
 
 SCRATCH_ENV = "PINHOLE_SCRATCH"
@@ -37,7 +36,7 @@ class BlockFs(Backing):
         denied = root_or(f"loop devices and mounting {self.name}")
         if denied:
             return denied
-        if self.name not in filesystems():
+        if not kernel_has(self.name):
             return Availability.no(f"kernel lacks {self.name}: modprobe {self.name}, "
                                    f"or build with CONFIG_{self.name.upper()}_FS")
         if not shutil.which(self.mkfs[0]):

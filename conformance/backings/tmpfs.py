@@ -10,7 +10,7 @@ import os
 
 from .. import hugepages
 from ..kernel import filesystems
-from ..mounts import DetachedMount
+from ..mounts import DetachedMount, kernel_has
 from .base import Availability, Backing, root_or
 
 SHM = "/dev/shm"
@@ -28,7 +28,7 @@ class Tmpfs(Backing):
     mount: DetachedMount | None = None
 
     def availability(self) -> Availability:
-        if self.fstype not in filesystems():
+        if self.fstype not in filesystems() and not kernel_has(self.fstype):
             return Availability.no(f"kernel lacks {self.fstype} (CONFIG_{self.fstype.upper()})")
         if os.geteuid() != 0 and self.fstype == "tmpfs" and shm_is_tmpfs():
             return Availability.yes(f"not root: unnamed files in {SHM}")

@@ -9,17 +9,38 @@ moves a whole 2 MiB huge page in one operation.
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 
 from .. import uring
 from ..backings.base import Availability
+from ..errors import Skip
 from .base import Mechanism, Pinned
+
+
+RING_ENTRIES = 4  # one operation at a time needs no more
+
+
+def memlock_skip(length: int) -> Skip | None:
+    """ENOMEM from registration is RLIMIT_MEMLOCK when the ring is charged (no CAP_IPC_LOCK)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if os.geteuid() == 0 or soft == resource.RLIM_INFINITY:
+        return None
+    return Skip(f"RLIMIT_MEMLOCK is {soft} bytes, too low to register a {length}-byte buffer: "
+                f"ulimit -l {(soft + length) // 1024 + 64} or more (or run as root)")
 
 
 class FixedBuffer(Pinned):
     def __init__(self, mech: IoUring, addr: int, length: int) -> None:
         self.mech, self.addr, self.length = mech, addr, length
-        mech.ring.register_buffer(addr, length)
+        try:
+            mech.ring.register_buffer(addr, length)
+        except OSError as e:
+            skip = memlock_skip(length) if e.errno == errno.ENOMEM else None
+            if skip:
+                raise skip from None
+            raise
         self.live = True
 
     def read(self) -> bytes:
@@ -47,11 +68,11 @@ class IoUring(Mechanism):
     channel: int
 
     def availability(self) -> Availability:
-        ok, why = uring.availability()
+        ok, why = uring.availability(RING_ENTRIES)
         return Availability(ok, why)
 
     def setup(self) -> None:
-        self.ring = uring.Ring(4)
+        self.ring = uring.Ring(RING_ENTRIES)
         self.channel = os.memfd_create("pinhole-io_uring-channel", os.MFD_CLOEXEC)
 
     def pin(self, addr: int, length: int, access: str) -> Pinned:
