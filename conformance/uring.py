@@ -143,16 +143,21 @@ class Ring:
 
 
 
+def setup_failure(e: OSError) -> str:
+    """Why io_uring_setup failed, and what to do about it."""
+    if e.errno == errno.ENOSYS:
+        return "kernel built without CONFIG_IO_URING"
+    if e.errno == errno.ENOMEM and os.geteuid() != 0:
+        soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        return (f"io_uring_setup: ENOMEM: RLIMIT_MEMLOCK ({soft} bytes) is too low for the "
+                f"rings: ulimit -l {soft // 1024 + 64} or more (or run as root)")
+    return f"io_uring_setup failed: {errno_name(e.errno)}: {e.strerror}"
+
+
 def availability(entries: int = 4) -> tuple[bool, str]:
     """Whether a ring of `entries` can be set up here, and why not."""
     try:
         Ring(entries).close()
     except OSError as e:
-        if e.errno == errno.ENOSYS:
-            return False, "kernel built without CONFIG_IO_URING"
-        if e.errno == errno.ENOMEM and os.geteuid() != 0:
-            soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-            return False, (f"io_uring_setup: ENOMEM: RLIMIT_MEMLOCK ({soft} bytes) is too low "
-                           f"for the rings: ulimit -l {soft // 1024 + 64} or more (or run as root)")
-        return False, f"io_uring_setup failed: {errno_name(e.errno)}: {e.strerror}"
+        return False, setup_failure(e)
     return True, "io_uring_setup works"

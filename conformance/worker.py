@@ -35,6 +35,9 @@ class Worker:
                 try:
                     part.setup()
                     self._parts[name] = part
+                except Skip as e:
+                    part.close()
+                    self._parts[name] = e
                 except Exception as e:
                     part.close()
                     self._parts[name] = SetupFailed(f"setting up {name} failed: {e}")

@@ -18,7 +18,6 @@ from ..backings.base import Availability
 from ..errors import Skip
 from .base import Mechanism, Pinned
 
-
 RING_ENTRIES = 4  # one operation at a time needs no more
 
 
@@ -64,20 +63,25 @@ class FixedBuffer(Pinned):
 class IoUring(Mechanism):
     name = "io_uring"
     access = ("rw",)
-    ring: uring.Ring
-    channel: int
+    ring: uring.Ring | None = None
+    channel = -1
 
     def availability(self) -> Availability:
         ok, why = uring.availability(RING_ENTRIES)
         return Availability(ok, why)
 
     def setup(self) -> None:
-        self.ring = uring.Ring(RING_ENTRIES)
+        try:
+            self.ring = uring.Ring(RING_ENTRIES)
+        except OSError as e:
+            raise Skip(uring.setup_failure(e)) from None
         self.channel = os.memfd_create("pinhole-io_uring-channel", os.MFD_CLOEXEC)
 
     def pin(self, addr: int, length: int, access: str) -> Pinned:
         return FixedBuffer(self, addr, length)
 
     def close(self) -> None:
-        self.ring.close()
-        os.close(self.channel)
+        if self.ring:
+            self.ring.close()
+        if self.channel >= 0:
+            os.close(self.channel)
