@@ -7,6 +7,7 @@ import pytest
 
 from conformance import abi, checks
 from conformance.matrix import Case
+from conformance.mutations import Baseline, Effect
 from conformance.pagemap import NEEDS_ROOT
 from conformance.subject import Subject
 from conformance.syscalls import PAGE_SIZE, madvise, mmap, munmap, read_mem
@@ -54,17 +55,19 @@ def test_zeropage_detector_sees_the_huge_zero_folio(pagemap):
 
 @pytest.mark.parametrize("check", ["file-to-pin", "pin-to-file"])
 def test_coherence_detector_reports_a_disconnected_pin(pinhole_worker, check):
-    """An io_uring pin of a MAP_PRIVATE memfd page holds a private copy. Asked to expect
-    coherence there, both coherence checks must report the pin as disconnected."""
+    """An io_uring pin of a MAP_PRIVATE memfd page holds a private copy. Told the mapping is
+    shared, so that coherence is expected, both coherence checks must report the pin as
+    disconnected."""
     worker = pinhole_worker
-    case = Case("io_uring", "memfd", "private", "rw", "hole", "none", check)
+    told = Case("io_uring", "memfd", "shared", "rw", "hole", "none", check)
     subject = Subject(worker.backing("memfd"), worker.file_name(), "private")
     try:
         subject.prepare("hole")
         pinned = worker.mechanism("io_uring").pin(subject.addr, subject.length, "rw")
         try:
-            trial = checks.Trial(case, subject, pinned, worker.pagemap, detaching=False)
-            seen = checks.CHECKS[check](trial)
+            trial = checks.Trial(told, subject, pinned, worker)
+            base = Baseline(subject.file_view(), b"", pinned.read())
+            seen = checks.CHECKS[check](trial, base, Effect(base.file))
         finally:
             pinned.release()
     finally:

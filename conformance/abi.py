@@ -18,6 +18,7 @@ ffi.cdef(
     int mprotect(void *addr, size_t length, int prot);
     int madvise(void *addr, size_t length, int advice);
     int fallocate(int fd, int mode, long offset, long len);
+    int msync(void *addr, size_t length, int flags);
     long syscall(long number, ...);
     int ioctl(int fd, unsigned long request, ...);
 
@@ -62,6 +63,9 @@ ffi.cdef(
         struct io_uring_probe_op ops[256];
     };
 
+    /* include/uapi/linux/fs.h */
+    struct file_clone_range { int64_t src_fd; uint64_t src_offset, src_length, dest_offset; };
+
     /* include/uapi/linux/loop.h */
     struct loop_info64 {
         uint64_t lo_device, lo_inode, lo_rdevice, lo_offset, lo_sizelimit;
@@ -100,6 +104,10 @@ MADV_REMOVE = 9
 MADV_HUGEPAGE = 14
 MADV_COLD = 20
 MADV_PAGEOUT = 21
+MS_SYNC = 4
+
+# include/uapi/linux/fs.h
+FICLONERANGE = 0x4020940D  # _IOW(0x94, 13, struct file_clone_range)
 
 # include/uapi/linux/falloc.h
 FALLOC_FL_KEEP_SIZE = 0x01

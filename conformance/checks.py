@@ -1,13 +1,15 @@
-"""One small function per check. Each looks at a live pin and says what it saw."""
+"""One small function per check. Each looks at a live pin after the mutation and says what
+it saw, as an Observation whose outcome the spec then judges."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import Skip
 from .matrix import Case
-from .pagemap import NEEDS_ROOT, PageMap
+from .mutations import Baseline, Effect
+from .pagemap import NEEDS_ROOT
 from .patterns import describe, fill
 from .pins.base import Pinned
 from .subject import Subject
@@ -25,19 +27,26 @@ class Trial:
     case: Case
     subject: Subject
     pinned: Pinned
-    pagemap: PageMap
-    # The pin may legitimately stop following the file here (MAP_PRIVATE copies).
-    detaching: bool
+    worker: object  # conformance.worker.Worker: file names, pagemap
+    cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def private(self) -> bool:
+        return self.case.mapping == "private"
 
 
-def admission(t: Trial) -> Observation:
+Check = Callable[[Trial, Baseline, Effect], Observation]
+
+
+def admission(t: Trial, base: Baseline, effect: Effect) -> Observation:
     return Observation("pinned", f"pinned {t.subject.length} bytes")
 
 
-def zeropage(t: Trial) -> Observation:
-    if not t.pagemap.sees_pfns():
+def zeropage(t: Trial, base: Baseline, effect: Effect) -> Observation:
+    pagemap = t.worker.pagemap
+    if not pagemap.sees_pfns():
         raise Skip(NEEDS_ROOT)
-    pages = t.pagemap.pages(t.subject.addr, t.subject.length)
+    pages = pagemap.pages(t.subject.addr, t.subject.length)
     zero = [p for p in pages if p.zero_page]
     if zero:
         return Observation("disconnected", f"{len(zero)} of {len(pages)} pinned pages are the "
@@ -48,51 +57,84 @@ def zeropage(t: Trial) -> Observation:
     return Observation("pinned", f"{len(pages)} pages, none the zeropage; {pages[0].describe()}")
 
 
-def _pin_view(seen: bytes, new: bytes, old: bytes, detaching: bool, what: str) -> Observation:
+def file_as_operation_says(t: Trial, base: Baseline, effect: Effect) -> Observation | None:
+    """The file must read as the mutation says (zeros after a punch, shorter after truncate)."""
+    now = t.subject.file_view()
+    if now != effect.file:
+        kind = "stale-cache" if now == base.file else "disconnected"
+        return Observation(kind, f"after {t.case.mutation} read() returns {describe(now)}, "
+                           f"not {describe(effect.file)}")
+    if effect.direct is not None and effect.direct != now:
+        return Observation("stale-cache", f"an O_DIRECT read returns {describe(effect.direct)} "
+                           f"where buffered read() returns {describe(now)}")
+    return None
+
+
+def detached(t: Trial, effect: Effect) -> bool:
+    """Whether the pin may rightly stop following the file: a MAP_PRIVATE copy, or an
+    operation that takes the page out of the file."""
+    return effect.detaches or t.private
+
+
+def _pin_view(seen: bytes, new: bytes, old: bytes, may_detach: bool, what: str) -> Observation:
     if seen == new:
         return Observation("coherent", f"the pin sees {what}")
     if seen == old:
-        return Observation("detached" if detaching else "disconnected",
-                           f"the pin still holds its old data ({describe(old)}), not {what}")
+        return Observation("detached" if may_detach else "disconnected",
+                           f"the pin still holds {describe(old)}, not {what}")
     return Observation("disconnected", f"the pin holds {describe(seen)}, neither its old data "
                        f"nor {what}")
 
 
-def file_to_pin(t: Trial) -> Observation:
-    """Data written to the file with write() after the pin must be what the pin sees."""
-    old = t.pinned.read()
+def file_to_pin(t: Trial, base: Baseline, effect: Effect) -> Observation:
+    """After the mutation the pin holds what it must; then data written to the file with
+    write() must be what the pin sees, unless the pin is rightly detached."""
+    wrong = file_as_operation_says(t, base, effect)
+    if wrong:
+        return wrong
+    may_detach = detached(t, effect)
+    held = t.pinned.read()
+    must_hold = effect.pin if effect.pin is not None else base.pin if may_detach else effect.file
+    if held != must_hold:
+        return Observation("disconnected", f"after {t.case.mutation} the pin holds "
+                           f"{describe(held)}, not {describe(must_hold)}")
     new = fill("file", t.subject.length)
     t.subject.write_file(new)
-    if t.subject.file_view() != new:
-        seen = describe(t.subject.file_view())
-        return Observation("lost-write", f"read() after write() returns {seen}")
-    return _pin_view(t.pinned.read(), new, old, t.detaching, "what write() put in the file")
+    now = t.subject.file_view()
+    if now != new:
+        return Observation("lost-write", f"read() after write() returns {describe(now)}")
+    return _pin_view(t.pinned.read(), new, held, may_detach, "what write() put in the file")
 
 
-def pin_to_file(t: Trial) -> Observation:
+def pin_to_file(t: Trial, base: Baseline, effect: Effect) -> Observation:
     """Data written into the pinned pages must be what read() and the mapping see, and still
-    be in the file after unpin, fsync, cache drop and remount (or, where the pin is a private
-    copy, must never reach the file)."""
+    be in the file after unpin, fsync, cache drop and remount; where the pin is detached it
+    must never reach the file, not even after all that."""
+    wrong = file_as_operation_says(t, base, effect)
+    if wrong:
+        return wrong
     s = t.subject
-    before = s.file_view()
     data = fill("pin", s.length)
     t.pinned.write(data)
     if t.pinned.read() != data:
         return Observation("disconnected", "the pinned pages lose what was written into them")
-    mapped, cached = s.mapping_view(), s.file_view()
+    # The mapping still maps the pinned page unless the operation took it away (and past
+    # EOF touching it would SIGBUS).
+    mapped = None if effect.detaches else s.mapping_view()
+    cached = s.file_view()
     t.pinned.release()
     how = s.persist()
     stored = s.file_view()
-    if mapped != data:
+    if mapped is not None and mapped != data:
         return Observation("disconnected", f"the mapping shows {describe(mapped)}, not the data "
                            "written into its pinned page")
-    if t.detaching:
+    if detached(t, effect):
         if data in (cached, stored):
-            return Observation("resurrected", f"data written through the private pin reached the "
-                               f"file ({'read()' if cached == data else 'after ' + how})")
-        if before != cached or before != stored:
+            return Observation("resurrected", "data written through the detached pin reached "
+                               f"the file ({'read()' if cached == data else 'after ' + how})")
+        if cached != effect.file or stored != effect.file:
             return Observation("disconnected", f"the file changed to {describe(stored)}")
-        return Observation("detached", f"the file kept {describe(before)} after {how}")
+        return Observation("detached", f"the file kept {describe(effect.file)} after {how}")
     if cached != data:
         return Observation("disconnected", f"read() returns {describe(cached)}, not the data "
                            "written into the pinned page")
@@ -101,7 +143,7 @@ def pin_to_file(t: Trial) -> Observation:
     return Observation("coherent", f"read(), the mapping and the file after {how} hold it")
 
 
-CHECKS: dict[str, Callable[[Trial], Observation]] = {
+CHECKS: dict[str, Check] = {
     "admission": admission,
     "zeropage": zeropage,
     "file-to-pin": file_to_pin,

@@ -16,9 +16,11 @@ BACKINGS = ("memfd", "memfd-hugetlb", "tmpfs", "hugetlbfs", "ext4", "xfs", "btrf
 MAPPINGS = ("shared", "private")
 ACCESS = ("ro", "rw")
 STATES = ("hole", "faulted-hole", "written", "unwritten", "punched")
-MUTATIONS = ("none",)
-# Start states the runner can create today.
-RUN_STATES = ("hole", "faulted-hole", "written")
+MUTATIONS = ("none", "pwrite", "store", "pin-write", "truncate-down", "truncate-down-up",
+             "punch-hole", "madv-remove", "zero-range", "collapse-range", "insert-range",
+             "fallocate", "madv-dontneed", "madv-pageout", "madv-cold", "fadvise-dontneed",
+             "drop-caches", "odirect-write", "odirect-read", "fsync-msync", "copy-file-range",
+             "reflink", "fork-write", "munmap-mmap")
 CHECKS = ("admission", "zeropage", "file-to-pin", "pin-to-file")
 # Checks that look at the pin itself, before anything changes the file.
 PIN_CHECKS = ("admission", "zeropage")
@@ -98,7 +100,7 @@ def cases_for(pin: str) -> list[Case]:
     from .backings import BACKINGS
     from .pins import MECHANISMS
 
-    return cross({pin: MECHANISMS[pin].access}, list(BACKINGS), RUN_STATES)
+    return cross({pin: MECHANISMS[pin].access}, list(BACKINGS), STATES)
 
 
 def universe() -> list[Case]:

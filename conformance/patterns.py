@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 TAG = re.compile(rb"<([a-z0-9-]+):[0-9a-f]{8}>")
 
 
+@lru_cache(maxsize=64)  # a handful of tags and two page sizes: build each pattern once
 def fill(tag: str, length: int) -> bytes:
     """length bytes of '<tag:offset>' records; different tags never compare equal."""
     out = bytearray()
@@ -17,6 +19,8 @@ def fill(tag: str, length: int) -> bytes:
 
 def describe(data: bytes) -> str:
     """'zeros', 'pattern "pin"', or a short note on mixed content."""
+    if not data:
+        return "nothing (past EOF)"
     if not data.strip(b"\0"):
         return "zeros"
     tags = sorted({m.decode() for m in TAG.findall(data)})

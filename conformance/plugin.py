@@ -18,8 +18,8 @@ from .worker import Worker
 
 SPEC = pytest.StashKey[Spec]()
 RECORD = "pinhole"
-# Hugepages per worker: a file page and a private copy of it, with room to spare.
-HUGEPAGES_PER_WORKER = 4
+# Hugepages per worker: a three-page file, a private copy, a copy source, and one spare.
+HUGEPAGES_PER_WORKER = 6
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -9,13 +9,12 @@ from .checks import CHECKS, Observation, Trial
 from .errors import Skip
 from .kernel import running
 from .matrix import Case
+from .mutations import MUTATIONS, Baseline
 from .spec import Spec
 from .subject import Subject
 from .syscalls import errno_name
 from .verdict import Result, judge
 from .worker import Worker
-
-MUTATIONS = {"none": lambda trial: None}
 
 
 def observe(case: Case, worker: Worker) -> Observation:
@@ -28,13 +27,20 @@ def observe(case: Case, worker: Worker) -> Observation:
             pinned = mechanism.pin(subject.addr, subject.length, case.access)
         except OSError as e:
             return Observation("refused", e.strerror or str(e), errno_name(e.errno))
+        trial = Trial(case, subject, pinned, worker)
         try:
-            trial = Trial(case, subject, pinned, worker.pagemap,
-                          detaching=case.mapping == "private")
-            MUTATIONS[case.mutation](trial)
-            return CHECKS[case.check](trial)
+            base = Baseline(subject.file_view(), subject.file_view(subject.offset + subject.length),
+                            pinned.read())
+            try:
+                effect = MUTATIONS[case.mutation](trial, base)
+            except OSError as e:
+                return Observation("unsupported", f"{case.mutation}: {e.strerror or e}",
+                                   errno_name(e.errno) if e.errno else None)
+            return CHECKS[case.check](trial, base, effect)
         finally:
             pinned.release()
+            for undo in reversed(trial.cleanup):
+                undo()
     finally:
         subject.close()
 

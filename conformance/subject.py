@@ -1,7 +1,8 @@
 """The file range under test: a file on a backing, put in a start state, and its mapping.
 
-The file is two backing pages long; the second page is mapped and pinned, so mutations
-that shorten the file or shift its extents have room on either side.
+The file is three backing pages long and the middle one is mapped and pinned, so mutations
+that shorten the file or shift its extents (COLLAPSE_RANGE must end before EOF) have room on
+either side.
 """
 
 from __future__ import annotations
@@ -9,26 +10,37 @@ from __future__ import annotations
 import errno
 import os
 
-from .abi import MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
+from .abi import (
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    PROT_READ,
+    PROT_WRITE,
+)
 from .backings.base import Backing
 from .errors import Skip
 from .patterns import fill
-from .syscalls import PAGE_SIZE, mmap, munmap, read_mem, write_mem
+from .syscalls import PAGE_SIZE, fallocate, mmap, munmap, read_mem, write_mem
 
 
 class Subject:
     def __init__(self, backing: Backing, name: str, mapping: str) -> None:
         self.backing, self.name = backing, name
         self.page = backing.page_size
-        self.offset, self.length, self.size = self.page, self.page, 2 * self.page
+        self.offset, self.length, self.size = self.page, self.page, 3 * self.page
         self.flags = MAP_SHARED if mapping == "shared" else MAP_PRIVATE
         self.addr = 0
         self.fd = backing.create(name)
 
     def prepare(self, state: str) -> None:
         os.ftruncate(self.fd, self.size)
-        if state == "written":
+        if state in ("written", "punched"):
             self.write_file(fill("written", self.size), 0)
+        if state == "punched":  # written, then a hole again
+            fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, self.offset, self.length)
+        if state == "unwritten":  # allocated but never written: unwritten extents
+            fallocate(self.fd, 0, 0, self.size)
         self.map()
         if state == "faulted-hole":
             for off in range(0, self.length, PAGE_SIZE):  # a read fault on every base page
@@ -57,6 +69,8 @@ class Subject:
             if os.pwrite(self.fd, data, offset) != len(data):
                 raise OSError(f"short pwrite to {self.name}")
             return
+        if os.fstat(self.fd).st_size < offset + len(data):  # as write() would extend it
+            os.ftruncate(self.fd, offset + len(data))
         start = offset - offset % self.page
         span = -(-(offset + len(data) - start) // self.page) * self.page
         addr = mmap(span, PROT_READ | PROT_WRITE, MAP_SHARED, self.fd, start)
@@ -65,9 +79,13 @@ class Subject:
         finally:
             munmap(addr, span)
 
-    def file_view(self) -> bytes:
-        """What read() of the pinned range returns."""
-        return os.pread(self.fd, self.length, self.offset)
+    def file_view(self, offset: int | None = None) -> bytes:
+        """What read() of the pinned range (or the page at offset) returns; short past EOF."""
+        return os.pread(self.fd, self.length, self.offset if offset is None else offset)
+
+    def path(self) -> str:
+        """A path that opens this file again (O_DIRECT needs its own open)."""
+        return f"/proc/self/fd/{self.fd}"
 
     def mapping_view(self) -> bytes:
         return read_mem(self.addr, self.length)

@@ -24,8 +24,12 @@ from .abi import (
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
+# Where two names share a value, the one the kernel source uses.
+KERNEL_NAMES = {_errno.EOPNOTSUPP: "EOPNOTSUPP", _errno.EAGAIN: "EAGAIN"}
+
+
 def errno_name(code: int) -> str:
-    return _errno.errorcode.get(code, f"E{code}")
+    return KERNEL_NAMES.get(code) or _errno.errorcode.get(code, f"E{code}")
 
 
 def fail(call: str, code: int | None = None) -> OSError:
@@ -57,6 +61,10 @@ def madvise(addr: int, length: int, advice: int) -> None:
 
 def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     check(libc.fallocate(fd, mode, offset, length), f"fallocate(mode={mode:#x})")
+
+
+def msync(addr: int, length: int, flags: int) -> None:
+    check(libc.msync(ffi.cast("void *", addr), length, flags), "msync")
 
 
 def syscall(number: int, *args: object, name: str) -> int:

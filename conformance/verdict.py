@@ -51,7 +51,7 @@ def judge(case: Case, seen: Observation, exp: Expectation | None, log: Slice) ->
         r.verdict, r.reason = "error", "no spec entry decides this case: add one to the spec"
         return r
     r.expected, r.spec = expected_text(exp), [e.where for e in exp.entries]
-    as_expected = r.outcome == exp.outcome and (r.outcome != "refused" or r.errno == exp.errno)
+    as_expected = r.outcome == exp.outcome and (exp.errno is None or r.errno == exp.errno)
     if as_expected:
         r.verdict = "xpass" if exp.known else "pass"
         r.reason = exp.reason

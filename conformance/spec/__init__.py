@@ -6,7 +6,7 @@ mutation, check (a name or a list; absent means any) and an optional ``kernel`` 
 as ``">=6.5"`` or ``">=5.14, <6.5"``. It gives:
 
 - ``outcome``: what a correct kernel shows (see OUTCOMES);
-- ``errno``: for ``refused``, the errno name;
+- ``errno``: for ``refused`` (the pin) and ``unsupported`` (the mutation), the errno name;
 - ``reason``: the kernel function or commit that makes it so (required);
 - ``known``/``known_reason``: an outcome the kernel is known to show instead, a limitation
   reported as an expected failure.
@@ -26,8 +26,10 @@ from ..matrix import PIN_CHECKS, VOCABULARY, Case, UnknownName, unknown
 
 SPEC_DIR = Path(__file__).parent
 
-OUTCOMES = ("pinned", "refused", "coherent", "detached", "stale-cache", "disconnected",
+OUTCOMES = ("pinned", "refused", "unsupported", "coherent", "detached", "stale-cache", "disconnected",
             "lost-write", "resurrected", "kernel-warning")
+# Outcomes where the kernel said no: the pin (refused) or the mutation (unsupported).
+ERRNO_OUTCOMES = ("refused", "unsupported")
 MATCH_KEYS = tuple(VOCABULARY)
 ENTRY_KEYS = {*MATCH_KEYS, "kernel", "outcome", "errno", "reason", "known", "known_reason"}
 RANGE_TERM = re.compile(r"^(>=|<|>|<=|==)\s*(\d+)\.(\d+)(?:\.(\d+))?$")
@@ -83,7 +85,7 @@ class Entry:
         return all(getattr(case, k) in v for k, v in self.match.items())
 
     def outcome_for(self, check: str) -> str:
-        if "check" not in self.match and check in PIN_CHECKS and self.outcome != "refused":
+        if "check" not in self.match and check in PIN_CHECKS and self.outcome not in ERRNO_OUTCOMES:
             return "pinned"
         return self.outcome
 
@@ -136,8 +138,9 @@ def parse(text: str, path: str) -> list[Entry]:
             if key in table and table[key] not in OUTCOMES:
                 raise SpecError(f"{where}: unknown outcome {table[key]!r}; "
                                 f"valid: {', '.join(OUTCOMES)}")
-        if ("errno" in table) != (table["outcome"] == "refused"):
-            raise SpecError(f"{where}: 'errno' goes with outcome 'refused', and only with it")
+        if ("errno" in table) != (table["outcome"] in ERRNO_OUTCOMES):
+            raise SpecError(f"{where}: 'errno' goes with outcomes {' and '.join(ERRNO_OUTCOMES)}, "
+                            "and only with them")
         if ("known" in table) != ("known_reason" in table):
             raise SpecError(f"{where}: 'known' and 'known_reason' go together")
         try:

@@ -1,0 +1,243 @@
+"""Every way the pinned file range can change after the pin, one small function each.
+
+A mutation returns its Effect: what read() of the pinned range must return afterwards, and
+whether the operation itself takes the page out of the file (truncate, punch hole, ...), in
+which case a pin that keeps its old page is `detached` rather than `disconnected`. A
+mutation the kernel refuses (EOPNOTSUPP, EINVAL, ...) raises OSError and the case's outcome
+is `unsupported` with that errno, checked against the spec like any other outcome.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import abi
+from .errors import Skip
+from .patterns import fill
+from .syscalls import AlignedBuffer, fallocate, ffi, ioctl, madvise, msync, write_mem
+
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The pinned range just before the mutation."""
+
+    file: bytes  # read() of the pinned range
+    next: bytes  # read() of the page after it (what COLLAPSE_RANGE moves in)
+    pin: bytes  # what the pin holds
+
+
+@dataclass(frozen=True)
+class Effect:
+    file: bytes  # what read() of the pinned range must return now (b"" past EOF)
+    detaches: bool = False  # the operation removes the pinned page from the file or mapping
+    pin: bytes | None = None  # what the pin must hold, where the operation wrote into it
+    direct: bytes | None = None  # an O_DIRECT read taken after the operation
+
+
+def _data(t) -> bytes:
+    return fill("mutation", t.subject.length)
+
+
+def _shared(t) -> bool:
+    return t.case.mapping == "shared"
+
+
+def none(t, base: Baseline) -> Effect:
+    return Effect(base.file)
+
+
+def pwrite(t, base: Baseline) -> Effect:
+    data = _data(t)
+    os.pwrite(t.subject.fd, data, t.subject.offset)  # hugetlbfs has no write(): EINVAL
+    return Effect(data)
+
+
+def store(t, base: Baseline) -> Effect:
+    """A CPU store through the mapping under test; MAP_PRIVATE stores land in the pinned copy."""
+    data = _data(t)
+    write_mem(t.subject.addr, data)
+    return Effect(data if _shared(t) else base.file, pin=data)
+
+
+def pin_write(t, base: Baseline) -> Effect:
+    data = _data(t)
+    t.pinned.write(data)
+    return Effect(data if _shared(t) else base.file, pin=data)
+
+
+def truncate_down(t, base: Baseline) -> Effect:
+    os.ftruncate(t.subject.fd, t.subject.offset)
+    return Effect(b"", detaches=True)
+
+
+def truncate_down_up(t, base: Baseline) -> Effect:
+    os.ftruncate(t.subject.fd, t.subject.offset)
+    os.ftruncate(t.subject.fd, t.subject.size)
+    return Effect(bytes(t.subject.length), detaches=True)
+
+
+def _fallocate(mode: int) -> Callable:
+    def apply(t, base: Baseline) -> Effect:
+        fallocate(t.subject.fd, mode, t.subject.offset, t.subject.length)
+        return Effect(bytes(t.subject.length), detaches=True)
+    return apply
+
+
+def madv_remove(t, base: Baseline) -> Effect:
+    madvise(t.subject.addr, t.subject.length, abi.MADV_REMOVE)  # MAP_PRIVATE: refused
+    return Effect(bytes(t.subject.length), detaches=True)
+
+
+def collapse_range(t, base: Baseline) -> Effect:
+    fallocate(t.subject.fd, abi.FALLOC_FL_COLLAPSE_RANGE, t.subject.offset, t.subject.length)
+    return Effect(base.next, detaches=True)
+
+
+def fallocate_range(t, base: Baseline) -> Effect:
+    fallocate(t.subject.fd, 0, t.subject.offset, t.subject.length)
+    return Effect(base.file)
+
+
+def _madvise(advice: int) -> Callable:
+    def apply(t, base: Baseline) -> Effect:
+        madvise(t.subject.addr, t.subject.length, advice)
+        return Effect(base.file)
+    return apply
+
+
+def madv_dontneed(t, base: Baseline) -> Effect:
+    """Zaps the mapping: MAP_SHARED refaults the same page-cache folio, MAP_PRIVATE loses the
+    pinned copy and refaults the file's page."""
+    madvise(t.subject.addr, t.subject.length, abi.MADV_DONTNEED)
+    return Effect(base.file, detaches=not _shared(t))
+
+
+def fadvise_dontneed(t, base: Baseline) -> Effect:
+    os.posix_fadvise(t.subject.fd, t.subject.offset, t.subject.length, os.POSIX_FADV_DONTNEED)
+    return Effect(base.file)
+
+
+def drop_caches(t, base: Baseline) -> Effect:
+    if os.geteuid() != 0:
+        raise Skip("needs root: writing /proc/sys/vm/drop_caches (run as root)")
+    DROP_CACHES.write_text("1")  # page cache only: the pinned folio must survive it
+    return Effect(base.file)
+
+
+def _direct_fd(t) -> int:
+    return os.open(t.subject.path(), os.O_RDWR | os.O_DIRECT | os.O_CLOEXEC)
+
+
+def odirect_write(t, base: Baseline) -> Effect:
+    data = _data(t)
+    fd = _direct_fd(t)
+    try:
+        with AlignedBuffer(len(data)) as buf:
+            buf.view()[:len(data)] = data
+            os.pwritev(fd, [buf.view()[:len(data)]], t.subject.offset)
+    finally:
+        os.close(fd)
+    return Effect(data)
+
+
+def odirect_read(t, base: Baseline) -> Effect:
+    fd = _direct_fd(t)
+    try:
+        with AlignedBuffer(t.subject.length) as buf:
+            done = os.preadv(fd, [buf.view()], t.subject.offset)
+            direct = bytes(buf.view()[:done])
+    finally:
+        os.close(fd)
+    return Effect(base.file, direct=direct)
+
+
+def fsync_msync(t, base: Baseline) -> Effect:
+    msync(t.subject.addr, t.subject.length, abi.MS_SYNC)
+    os.fsync(t.subject.fd)
+    return Effect(base.file)
+
+
+def _source(t, data: bytes) -> int:
+    """A second file on the same backing holding `data` at the pinned offset."""
+    from .subject import Subject
+
+    src = Subject(t.subject.backing, t.worker.file_name(), "shared")
+    t.cleanup.append(src.close)
+    os.ftruncate(src.fd, t.subject.size)
+    src.write_file(data)
+    return src.fd
+
+
+def copy_file_range(t, base: Baseline) -> Effect:
+    data = _data(t)
+    src = _source(t, data)
+    os.copy_file_range(src, t.subject.fd, len(data), t.subject.offset, t.subject.offset)
+    return Effect(data)
+
+
+def reflink(t, base: Baseline) -> Effect:
+    """FICLONERANGE shares the source's extents: the range's old pages leave the file."""
+    data = _data(t)
+    src = _source(t, data)
+    clone = ffi.new("struct file_clone_range *", {
+        "src_fd": src, "src_offset": t.subject.offset, "src_length": len(data),
+        "dest_offset": t.subject.offset})
+    ioctl(t.subject.fd, abi.FICLONERANGE, clone, "FICLONERANGE")
+    return Effect(data, detaches=True)
+
+
+def fork_write(t, base: Baseline) -> Effect:
+    """A child stores through its copy of the mapping; fork copies pinned anonymous pages
+    for the child (mm/memory.c copy_present_page()), so MAP_PRIVATE children never touch
+    the parent's pinned page."""
+    data = _data(t)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            write_mem(t.subject.addr, data)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if not os.WIFEXITED(status):
+        raise OSError(f"the child storing through the mapping died: status {status:#x}")
+    return Effect(data, pin=data) if _shared(t) else Effect(base.file, pin=base.pin)
+
+
+def munmap_mmap(t, base: Baseline) -> Effect:
+    """The pin outlives its mapping; a new MAP_PRIVATE mapping maps the file, not the copy."""
+    t.subject.unmap()
+    t.subject.map()
+    return Effect(base.file, detaches=not _shared(t))
+
+
+MUTATIONS: dict[str, Callable[..., Effect]] = {
+    "none": none,
+    "pwrite": pwrite,
+    "store": store,
+    "pin-write": pin_write,
+    "truncate-down": truncate_down,
+    "truncate-down-up": truncate_down_up,
+    "punch-hole": _fallocate(abi.FALLOC_FL_PUNCH_HOLE | abi.FALLOC_FL_KEEP_SIZE),
+    "madv-remove": madv_remove,
+    "zero-range": _fallocate(abi.FALLOC_FL_ZERO_RANGE | abi.FALLOC_FL_KEEP_SIZE),
+    "collapse-range": collapse_range,
+    "insert-range": _fallocate(abi.FALLOC_FL_INSERT_RANGE),
+    "fallocate": fallocate_range,
+    "madv-dontneed": madv_dontneed,
+    "madv-pageout": _madvise(abi.MADV_PAGEOUT),
+    "madv-cold": _madvise(abi.MADV_COLD),
+    "fadvise-dontneed": fadvise_dontneed,
+    "drop-caches": drop_caches,
+    "odirect-write": odirect_write,
+    "odirect-read": odirect_read,
+    "fsync-msync": fsync_msync,
+    "copy-file-range": copy_file_range,
+    "reflink": reflink,
+    "fork-write": fork_write,
+    "munmap-mmap": munmap_mmap,
+}
