@@ -6,11 +6,14 @@ from pathlib import Path
 import pytest
 
 from conformance import abi, checks
+from conformance.kernel import running
 from conformance.matrix import Case
 from conformance.mutations import Baseline, Effect
 from conformance.pagemap import NEEDS_ROOT
+from conformance.spec import Spec
 from conformance.subject import Subject
 from conformance.syscalls import PAGE_SIZE, madvise, mmap, munmap, read_mem
+from conformance.verdict import judge
 
 THP = Path("/sys/kernel/mm/transparent_hugepage")
 HPAGE = 2 << 20
@@ -73,3 +76,21 @@ def test_coherence_detector_reports_a_disconnected_pin(pinhole_worker, check):
     finally:
         subject.close()
     assert seen.outcome == "disconnected", seen
+
+
+def test_kernel_log_detector_fails_a_case(pinhole_worker):
+    """A WARNING in the kernel log while a case runs turns its verdict into a failure. The
+    line goes through the real log (/dev/kmsg) but its text is ours: no safe way exists to
+    make this kernel warn on demand."""
+    monitor = pinhole_worker.monitor
+    if not monitor.available:
+        pytest.skip("needs root: /dev/kmsg is writable by root only (run as root)")
+    case = Case.from_id("io_uring.memfd.shared.rw.hole.none.admission")
+    monitor.begin(case.id)
+    with open("/dev/kmsg", "w") as kmsg:
+        kmsg.write("WARNING: pinhole control: a line the kernel log detector must catch\n")
+    log = monitor.end()
+    assert log.bad and "pinhole control" in log.bad[0]
+    exp = Spec.load().expect(case, running().number)
+    result = judge(case, checks.Observation("pinned"), exp, log)
+    assert (result.verdict, result.outcome) == ("fail", "kernel-warning"), result

@@ -41,7 +41,8 @@ def test_pin_checks_expect_pinned_unless_refused():
     ('\n[[expect]]\noutcome = "fine"\nreason = "r"\n', "t.toml:2: unknown outcome 'fine'"),
     ('[[expect]]\noutcome = "coherent"\n', "t.toml:1: every entry needs 'reason'"),
     ('[[expect]]\noutcome = "coherent"\nreason = "r"\nkernel = "6.5+"\n', "bad kernel range"),
-    ('[[expect]]\noutcome = "refused"\nreason = "r"\n', "'errno' goes with outcomes refused and unsupported"),
+    ('[[expect]]\noutcome = "refused"\nreason = "r"\n',
+     "'errno' goes with outcomes refused and unsupported"),
     ('[[expect]]\noutcome = "coherent"\nreason = "r"\ncolour = "red"\n', "unknown key colour"),
     ('[[expect]\n', "t.toml: "),
 ])

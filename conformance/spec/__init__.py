@@ -85,7 +85,8 @@ class Entry:
         return all(getattr(case, k) in v for k, v in self.match.items())
 
     def outcome_for(self, check: str) -> str:
-        if "check" not in self.match and check in PIN_CHECKS and self.outcome not in ERRNO_OUTCOMES:
+        pin_check = "check" not in self.match and check in PIN_CHECKS
+        if pin_check and self.outcome not in ERRNO_OUTCOMES:
             return "pinned"
         return self.outcome
 
