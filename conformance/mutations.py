@@ -9,6 +9,7 @@ is `unsupported` with that errno, checked against the spec like any other outcom
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,6 +130,36 @@ def drop_caches(t, base: Baseline) -> Effect:
     return Effect(base.file)
 
 
+def own_cgroup_reclaim() -> Path | None:
+    """memory.reclaim of the cgroup v2 this process runs in (which charged the case's
+    pages), or None where memory is not on cgroup v2."""
+    with open("/proc/self/mounts") as f:
+        roots = [line.split()[1] for line in f if line.split()[2:3] == ["cgroup2"]]
+    groups = [line.split(":", 2)[2].strip() for line in open("/proc/self/cgroup")
+              if line.startswith("0::")]
+    for root in roots:
+        for group in groups:
+            knob = Path(root + group) / "memory.reclaim"
+            if knob.exists():
+                return knob
+    return None
+
+
+def cgroup_reclaim(t, base: Baseline) -> Effect:
+    """Proactive reclaim of the run's own cgroup (nothing created, nothing moved): pinned
+    folios must survive it like any reclaim."""
+    knob = own_cgroup_reclaim()
+    if knob is None:
+        raise Skip("needs the memory controller on cgroup v2 (memory.reclaim, 5.19+): boot "
+                   "with systemd.unified_cgroup_hierarchy=1")
+    try:
+        knob.write_text(str(4 * t.subject.size))
+    except OSError as e:
+        if e.errno != errno.EAGAIN:  # EAGAIN: less was reclaimable than asked, which is fine
+            raise
+    return Effect(base.file)
+
+
 def _direct_fd(t) -> int:
     return os.open(t.subject.path(), os.O_RDWR | os.O_DIRECT | os.O_CLOEXEC)
 
@@ -233,6 +264,7 @@ MUTATIONS: dict[str, Callable[..., Effect]] = {
     "madv-cold": _madvise(abi.MADV_COLD),
     "fadvise-dontneed": fadvise_dontneed,
     "drop-caches": drop_caches,
+    "cgroup-reclaim": cgroup_reclaim,
     "odirect-write": odirect_write,
     "odirect-read": odirect_read,
     "fsync-msync": fsync_msync,
