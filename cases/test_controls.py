@@ -1,19 +1,17 @@
 """Positive controls: real situations on the running kernel in which each detector must
 report the problem. A detector that never fires would make every pass meaningless."""
 
+import os
 from pathlib import Path
 
 import pytest
 
 from conformance import abi, checks
-from conformance.kernel import running
 from conformance.matrix import Case
 from conformance.mutations import Baseline, Effect
 from conformance.pagemap import NEEDS_ROOT
-from conformance.spec import Spec
 from conformance.subject import Subject
 from conformance.syscalls import PAGE_SIZE, madvise, mmap, munmap, read_mem
-from conformance.verdict import judge
 
 THP = Path("/sys/kernel/mm/transparent_hugepage")
 HPAGE = 2 << 20
@@ -78,19 +76,20 @@ def test_coherence_detector_reports_a_disconnected_pin(pinhole_worker, check):
     assert seen.outcome == "disconnected", seen
 
 
-def test_kernel_log_detector_fails_a_case(pinhole_worker):
-    """A WARNING in the kernel log while a case runs turns its verdict into a failure. The
-    line goes through the real log (/dev/kmsg) but its text is ours: no safe way exists to
-    make this kernel warn on demand."""
+
+def test_kernel_log_monitor_sees_what_the_kernel_says(pinhole_worker):
+    """The monitor must catch the kernel's own lines logged during a case and only those:
+    drop_caches makes the kernel log "<comm> (<pid>): drop_caches: 1" (fs/drop_caches.c),
+    while a line user space writes to /dev/kmsg, even "WARNING:", is not the kernel's.
+    (Which lines count as bad is tested on recorded splats in tests/test_parsers.py: no
+    safe way exists to make a kernel warn on demand.)"""
     monitor = pinhole_worker.monitor
     if not monitor.available:
-        pytest.skip("needs root: /dev/kmsg is writable by root only (run as root)")
-    case = Case.from_id("io_uring.memfd.shared.rw.hole.none.admission")
-    monitor.begin(case.id)
+        pytest.skip("needs root: /dev/kmsg and drop_caches are root-only (run as root)")
+    monitor.begin("control.kernel-log")
     with open("/dev/kmsg", "w") as kmsg:
-        kmsg.write("WARNING: pinhole control: a line the kernel log detector must catch\n")
+        kmsg.write("WARNING: pinhole control: user space, not the kernel\n")
+    Path("/proc/sys/vm/drop_caches").write_text("1")
     log = monitor.end()
-    assert log.bad and "pinhole control" in log.bad[0]
-    exp = Spec.load().expect(case, running().number)
-    result = judge(case, checks.Observation("pinned"), exp, log)
-    assert (result.verdict, result.outcome) == ("fail", "kernel-warning"), result
+    assert f"({os.getpid()}): drop_caches: 1" in "\n".join(log.lines), log.lines
+    assert not log.bad and "pinhole control" not in "\n".join(log.lines)

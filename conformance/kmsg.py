@@ -24,6 +24,7 @@ BAD = re.compile(
     r"Page cache invalidation failure"
 )
 PID_LINE = re.compile(r"\bPID: (\d+)\b")
+KERNEL_FACILITY = 0
 
 # kernel/panic.c taint_flags, in bit order.
 TAINT_LETTERS = "PFSRMBUDAWCIOELKXTN"
@@ -42,10 +43,15 @@ def read_taint() -> int:
         return 0
 
 
-def parse_record(raw: bytes) -> str:
-    """A /dev/kmsg record 'prio,seq,usec,flags;text\\n KEY=val' → its text."""
+def parse_record(raw: bytes) -> tuple[int, str]:
+    """A /dev/kmsg record 'prio,seq,usec,flags;text\\n KEY=val' → (facility, text).
+
+    Facility 0 is the kernel's own: user space writing to /dev/kmsg always gets another
+    (kernel/printk/printk.c devkmsg_write() forces LOG_USER), so journald's lines never count.
+    """
     head, _, rest = raw.decode(errors="replace").partition(";")
-    return rest.split("\n", 1)[0]
+    prio = int(head.split(",", 1)[0] or 0)
+    return prio >> 3, rest.split("\n", 1)[0]
 
 
 def findings(lines: list[str], own_pids: set[int]) -> list[str]:
@@ -103,15 +109,16 @@ class Monitor:
         os.write(self._fd, f"pinhole: begin {case_id}\n".encode())
 
     def end(self) -> Slice:
-        lines = []
+        body = []
         while self._fd is not None:
             try:
-                lines.append(parse_record(os.read(self._fd, 8192)))
+                facility, text = parse_record(os.read(self._fd, 8192))
             except OSError as e:
                 if e.errno == errno.EPIPE:  # overwritten by newer records: keep reading
                     continue
                 break  # EAGAIN: nothing more
-        body = [line for line in lines if not line.startswith("pinhole: begin ")]
+            if facility == KERNEL_FACILITY:
+                body.append(text)
         own = {os.getpid(), *map(int, os.listdir("/proc/self/task"))}
         return Slice(body, findings(body, own), self._taint, read_taint())
 

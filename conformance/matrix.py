@@ -19,8 +19,8 @@ STATES = ("hole", "faulted-hole", "written", "unwritten", "punched")
 MUTATIONS = ("none", "pwrite", "store", "pin-write", "truncate-down", "truncate-down-up",
              "punch-hole", "madv-remove", "zero-range", "collapse-range", "insert-range",
              "fallocate", "madv-dontneed", "madv-pageout", "madv-cold", "fadvise-dontneed",
-             "drop-caches", "cgroup-reclaim", "odirect-write", "odirect-read", "fsync-msync", "copy-file-range",
-             "reflink", "fork-write", "munmap-mmap")
+             "drop-caches", "cgroup-reclaim", "odirect-write", "odirect-read", "fsync-msync",
+             "copy-file-range", "reflink", "fork-write", "munmap-mmap")
 CHECKS = ("admission", "zeropage", "file-to-pin", "pin-to-file")
 # Checks that look at the pin itself, before anything changes the file.
 PIN_CHECKS = ("admission", "zeropage")

@@ -135,8 +135,8 @@ def own_cgroup_reclaim() -> Path | None:
     pages), or None where memory is not on cgroup v2."""
     with open("/proc/self/mounts") as f:
         roots = [line.split()[1] for line in f if line.split()[2:3] == ["cgroup2"]]
-    groups = [line.split(":", 2)[2].strip() for line in open("/proc/self/cgroup")
-              if line.startswith("0::")]
+    with open("/proc/self/cgroup") as f:
+        groups = [line.split(":", 2)[2].strip() for line in f if line.startswith("0::")]
     for root in roots:
         for group in groups:
             knob = Path(root + group) / "memory.reclaim"

@@ -55,7 +55,9 @@ def test_kmsg_findings_are_attributed_to_the_right_process():
 
 
 def test_kmsg_records_and_taint():
-    assert kmsg.parse_record(b"4,1234,5678,-;WARNING: x\n SUBSYSTEM=mem") == "WARNING: x"
+    assert kmsg.parse_record(b"4,1234,5678,-;WARNING: x\n SUBSYSTEM=mem") == (0, "WARNING: x")
+    user = kmsg.parse_record(b"12,1235,5679,-;WARNING: from journald")
+    assert user == (1, "WARNING: from journald")
     assert kmsg.decode_taint(0) == "G"
     assert kmsg.decode_taint((1 << 9) | (1 << 7)) == "DW"
     s = kmsg.Slice([], [], 1 << 12, (1 << 12) | (1 << 9))
