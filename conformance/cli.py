@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from . import probe as probe_mod
-from . import results
+from . import reports, results
 from .kernel import parse_version, running
 from .matrix import VOCABULARY, Case, UnknownName, cases_for, universe, unknown
 from .pins import MECHANISMS
@@ -75,8 +75,42 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         print(f"pinhole: error: pytest could not run the cases (exit {code})", file=sys.stderr)
         return results.EXIT_USAGE if code == 4 else results.EXIT_HARNESS
     doc = results.load(doc_path)
-    print(f"pinhole: results in {out}/ (results.json, junit.xml)")
+    written = reports.write_all(out, [doc])
+    print(f"pinhole: results in {out}/: results.json junit.xml "
+          f"{' '.join(p.name for p in written)}")
     return results.exit_code(doc["cases"])
+
+
+def load_runs(paths: list[str]) -> list[dict]:
+    try:
+        return reports.merge.load_many([Path(p) for p in paths])
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"cannot read results: {e}") from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    docs = load_runs(args.runs)
+    if args.out is None and len(args.runs) > 1:
+        raise UsageError("several runs: say where the merged report goes with --out DIR")
+    out = out_dir(args.out or str(merge_dir(args.runs[0])))
+    if len(args.runs) > 1:
+        for doc in docs:
+            results.write(out / doc["kernel"]["release"], doc)
+    written = reports.write_all(out, docs)
+    print(reports.summary(docs), end="")
+    print(f"pinhole: {' '.join(str(p) for p in written)}")
+    return max(results.exit_code(d["cases"]) for d in docs)
+
+
+def merge_dir(path: str) -> Path:
+    return Path(path) if Path(path).is_dir() else Path(path).parent
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    (a,), (b,) = load_runs([args.a]), load_runs([args.b])
+    changes = reports.diff.diff(a, b)
+    print(reports.diff.render(changes, a, b), end="")
+    return 1 if changes else 0
 
 
 def load_spec(extra: list[str]) -> Spec:
@@ -140,6 +174,14 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true")
     ls = sub.add_parser("list", help="the matrix dimensions and number of cases")
     ls.add_argument("--ids", action="store_true", help="print every case id")
+    rp = sub.add_parser("report", help="render the reports again from results.json, merging "
+                        "shards of a run and putting several kernels side by side")
+    rp.add_argument("runs", nargs="+", metavar="DIR", help="a run directory or results.json")
+    rp.add_argument("--out", metavar="DIR", help="where the reports go (default: the run's "
+                    "own directory; needed for several runs)")
+    dp = sub.add_parser("diff", help="cells whose verdict or outcome changed between two runs")
+    dp.add_argument("a", metavar="BEFORE")
+    dp.add_argument("b", metavar="AFTER")
     sp = sub.add_parser("spec", help="explain which spec entries decide a case")
     sp.add_argument("--explain", required=True, metavar="CASE_ID")
     sp.add_argument("--kernel", metavar="VERSION", help="kernel version (default: running)")
@@ -155,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args, rest)
-        return {"probe": cmd_probe, "list": cmd_list, "spec": cmd_spec}[args.command](args)
+        commands = {"probe": cmd_probe, "list": cmd_list, "spec": cmd_spec,
+                    "report": cmd_report, "diff": cmd_diff}
+        return commands[args.command](args)
     except UsageError as e:
         print(f"pinhole: error: {e}", file=sys.stderr)
         return results.EXIT_USAGE

@@ -44,13 +44,17 @@ def document(cases: list[dict], kernel: dict, probe: dict, started: float, finis
     }
 
 
-def write(out: Path, doc: dict) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+def write_atomic(path: Path, text: str) -> Path:
+    """Replace path in one step, so a reader or a killed run never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
     return path
+
+
+def write(out: Path, doc: dict) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    return write_atomic(out / "results.json", json.dumps(doc, indent=1) + "\n")
 
 
 def load(path: Path) -> dict:

@@ -1,0 +1,102 @@
+"""kcidb.json: a run as a KCIDB v5 submission (kcidb-io's schema), one checkout and build per
+kernel and one test per case, its path the case id."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from . import about
+
+# The newest v5 minor kcidb-io 141 validates (kcidb_io.schema.LATEST is v5.3).
+VERSION = {"major": 5, "minor": 3}
+LOG_EXCERPT_MAX = 16384
+# KCIDB has no XFAIL or XPASS, and its status judges the kernel: an xfail is the kernel behaving
+# as the spec says it does (KTAP prints it "ok # XFAIL"), so PASS; FAIL would pin every build's
+# summary status at FAIL for known limitations. An xpass is the kernel doing better, so PASS.
+# misc.verdict keeps pinhole's own word for both.
+STATUS = {"pass": "PASS", "fail": "FAIL", "xfail": "PASS", "xpass": "PASS", "skip": "SKIP",
+          "error": "ERROR"}
+
+
+def unique(doc: dict) -> str:
+    """Stable across re-renders of one run, distinct between runs and kernels."""
+    k = doc["kernel"]
+    key = "\0".join((k.get("release", ""), k.get("version", ""), k.get("machine", ""),
+                     repr(doc["started"])))
+    return f"{k.get('release', 'unknown')}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def prune(value: object) -> object:
+    """KCIDB allows no nulls: drop None (and empty strings, lists and dicts) at every depth."""
+    if isinstance(value, dict):
+        pruned = {k: prune(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [v for v in map(prune, value) if v not in (None, "", [], {})]
+    return value
+
+
+def log_excerpt(case: dict) -> str:
+    parts = [case.get("reason"), case.get("detail"), case.get("dmesg")]
+    text = "\n".join(p for p in parts if p).replace("\0", "")
+    data = text.encode()
+    # The schema counts characters; cutting the UTF-8 bytes keeps it under 16 KiB either way.
+    return data[:LOG_EXCERPT_MAX].decode(errors="ignore") if len(data) > LOG_EXCERPT_MAX else text
+
+
+def test(case: dict, doc: dict, build_id: str, origin: str) -> dict:
+    k = doc["kernel"]
+    return {
+        "build_id": build_id,
+        "id": f"{build_id}.{case['id']}",
+        "origin": origin,
+        "path": case["id"],
+        "status": STATUS.get(case["verdict"], "ERROR"),
+        "comment": f"{case['verdict']}: {case.get('outcome') or '-'}"
+                   + (f" {case['errno']}" if case.get("errno") else ""),
+        "log_excerpt": log_excerpt(case),
+        "start_time": about.rfc3339(doc["started"]),
+        "duration": case.get("duration_s"),
+        "environment": {
+            "comment": f"{k.get('release')} {k.get('machine')}",
+            "misc": {"kernel": k, **({"environment": doc["environment"]}
+                                     if doc.get("environment") else {})},
+        },
+        "misc": {**{f: case.get(f) for f in ("verdict", "outcome", "expected", "errno", "taint")},
+                 "spec": [Path(s).name for s in case.get("spec") or []]},
+    }
+
+
+def build(doc: dict, origin: str = "pinhole") -> dict:
+    return build_all([doc], origin)
+
+
+def build_all(docs: list[dict], origin: str = "pinhole") -> dict:
+    """Every kernel as its own checkout and build, in one submission."""
+    sub: dict = {"version": VERSION, "checkouts": [], "builds": [], "tests": []}
+    for doc in docs:
+        k = doc["kernel"]
+        checkout_id = build_id = f"{origin}:{unique(doc)}"
+        sub["checkouts"].append({
+            "id": checkout_id, "origin": origin,
+            "comment": f"{k.get('release')} {k.get('version')}",
+            "start_time": about.rfc3339(doc["started"]),
+        })
+        sub["builds"].append({
+            "checkout_id": checkout_id, "id": build_id, "origin": origin,
+            "architecture": k.get("machine"),
+            "comment": f"{k.get('release')} {k.get('version')}",
+            "start_time": about.rfc3339(doc["started"]),
+            "misc": {"kernel": k, "totals": doc["totals"],
+                     "finished": about.rfc3339(doc["finished"])},
+        })
+        sub["tests"] += [test(c, doc, build_id, origin) for c in doc["cases"]]
+    return prune(sub)
+
+
+def validate(sub: dict) -> dict:
+    """Raise jsonschema.ValidationError unless kcidb-io accepts the submission; return it."""
+    from kcidb_io.schema import LATEST
+
+    return LATEST.validate(sub)

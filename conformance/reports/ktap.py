@@ -1,0 +1,69 @@
+"""results.ktap: one run as KTAP version 1 (Documentation/dev-tools/ktap.rst), with kselftest's
+directives and its closing Totals line; several runs nest one subtest per kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import results
+from . import about
+
+# kselftest_test_result_code(): xfail and xpass are "ok" with a directive, skip is "ok # SKIP",
+# and ktap.rst wants ERROR on a "not ok" line.
+RESULT = {
+    "pass": ("ok", ""), "fail": ("not ok", ""), "xfail": ("ok", "XFAIL"),
+    "xpass": ("ok", "XPASS"), "skip": ("ok", "SKIP"), "error": ("not ok", "ERROR"),
+}
+
+
+def one_line(text: str) -> str:
+    """KTAP is line-based: newlines become a visible \\n, other control characters a space."""
+    text = text.replace("\r\n", "\n").replace("\n", "\\n")
+    return "".join(ch if ch.isprintable() else " " for ch in text).strip()
+
+
+def diagnostics(case: dict) -> list[str]:
+    """What a reader of a failed case needs, as '# ' lines before its result line; an error's
+    reason is already on its result line."""
+    keys = ("detail", "reason") if case["verdict"] == "fail" else ("detail",)
+    lines = [f"# {key}: {one_line(case[key])}" for key in keys if case.get(key)]
+    if case.get("spec") and case["verdict"] == "fail":
+        lines.append("# spec: " + " ".join(Path(s).name for s in case["spec"]))
+    lines += [f"# dmesg: {one_line(line)}" for line in (case.get("dmesg") or "").splitlines()]
+    if case.get("taint"):
+        lines.append(f"# taint: {case['taint']}")
+    return lines
+
+
+def result_line(n: int, case: dict) -> str:
+    ok, directive = RESULT.get(case["verdict"], ("not ok", "ERROR"))
+    reason = one_line(case.get("reason") or "")
+    tail = f" # {directive} {reason}".rstrip() if directive else ""
+    return f"{ok} {n} {case['id']}{tail}"
+
+
+def lines(doc: dict) -> list[str]:
+    cases = doc["cases"]
+    out = ["KTAP version 1", f"1..{len(cases)}",
+           f"# pinhole on {about.kernel(doc)} ({one_line(doc['kernel'].get('version', '?'))})"]
+    for n, case in enumerate(cases, 1):
+        if case["verdict"] in ("fail", "error"):
+            out += diagnostics(case)
+        out.append(result_line(n, case))
+    t = results.totals(cases)
+    out.append("# Totals: " + " ".join(f"{k}:{t[k]}" for k in RESULT))
+    return out
+
+
+def render(doc: dict) -> str:
+    return "\n".join(lines(doc)) + "\n"
+
+
+def render_many(docs: list[dict]) -> str:
+    """One subtest per kernel, each a full KTAP document indented by two spaces (ktap.rst)."""
+    out = ["KTAP version 1", f"1..{len(docs)}"]
+    for n, doc in enumerate(docs, 1):
+        out += ["  " + line for line in lines(doc)]
+        failed = results.exit_code(doc["cases"]) == results.EXIT_FAIL
+        out.append(f"{'not ok' if failed else 'ok'} {n} {about.kernel(doc)}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,39 @@
+"""Several results.json files as documents: shards of one run on one kernel merged into one,
+different kernels kept apart in the order given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import results
+
+
+def resolve(path: Path) -> Path:
+    return path / "results.json" if path.is_dir() else path
+
+
+def kernel_key(doc: dict) -> tuple[str, str, str]:
+    # Release alone could join two machines (or two builds) that share a release string.
+    k = doc["kernel"]
+    return k.get("release", ""), k.get("version", ""), k.get("machine", "")
+
+
+def merge(docs: list[dict]) -> dict:
+    """One document from shards of a run: the union of cases, a later shard winning a case."""
+    cases: dict[str, dict] = {}
+    for doc in docs:
+        cases.update((c["id"], c) for c in doc["cases"])
+    merged = results.document(list(cases.values()), docs[0]["kernel"], docs[0]["probe"],
+                              min(d["started"] for d in docs), max(d["finished"] for d in docs))
+    # Keys results.document() does not make (the environment block, later additions) survive.
+    extra = {k: v for d in docs for k, v in d.items() if k not in merged}
+    return merged | extra
+
+
+def load_many(paths: list[Path]) -> list[dict]:
+    """Read and check each file (a directory means its results.json), merge by kernel."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for path in paths:
+        doc = results.load(resolve(Path(path)))
+        groups.setdefault(kernel_key(doc), []).append(doc)
+    return [merge(docs) for docs in groups.values()]

@@ -1,0 +1,227 @@
+"""The report renderers on recorded results: no kernel needed."""
+
+import copy
+import json
+import re
+
+import jsonschema
+import pytest
+
+from conformance import results
+from conformance.matrix import KCIDB_PATH
+from conformance.reports import diff, kcidb, ktap, matrix_html, matrix_md, merge, summary, write_all
+
+SPEC = ["/x/conformance/spec/10-io_uring.toml:4"]
+REFUSED = "mm/gup.c check_vma_flags(): refused, -EFAULT"
+
+
+def case(pin, backing, mapping, state, mutation, check, verdict, outcome, **more):
+    c = {"pin": pin, "backing": backing, "mapping": mapping, "access": "rw", "state": state,
+         "mutation": mutation, "check": check, "verdict": verdict, "outcome": outcome,
+         "expected": outcome, "reason": "shared folio rule", "errno": None, "detail": "seen",
+         "dmesg": "", "taint": "", "spec": SPEC, "duration_s": 0.01}
+    c["id"] = ".".join(c[k] for k in ("pin", "backing", "mapping", "access", "state", "mutation",
+                                       "check"))
+    return c | more
+
+
+def doc(release, cases, started=1_700_000_000.0):
+    probe = {"root": True,
+             "pins": {"io_uring": {"available": True, "reason": "ok"},
+                      "rdma": {"available": False, "reason": "no RDMA device: modprobe rdma_rxe"}},
+             "backings": {"memfd": {"available": True, "reason": "available"},
+                          "ext4": {"available": True, "reason": "available"}}}
+    kernel = {"release": release, "version": "#1 SMP", "machine": "x86_64"}
+    return results.document(cases, kernel, probe, started, started + 2.5)
+
+
+def cases_618():
+    return [
+        case("io_uring", "memfd", "shared", "hole", "none", "admission", "pass", "pinned"),
+        case("io_uring", "memfd", "shared", "hole", "none", "zeropage", "pass", "pinned"),
+        case("io_uring", "memfd", "shared", "hole", "none", "file-to-pin", "pass", "coherent"),
+        case("io_uring", "memfd", "shared", "hole", "none", "pin-to-file", "pass", "coherent"),
+        case("io_uring", "memfd", "shared", "hole", "pwrite", "file-to-pin", "xfail",
+             "stale-cache", expected="coherent", reason="known: dio_warn_stale_pagecache()"),
+        case("io_uring", "memfd", "shared", "hole", "pwrite", "pin-to-file", "xpass", "coherent",
+             reason="a known limitation did not show"),
+        case("io_uring", "ext4", "shared", "hole", "none", "admission", "pass", "refused",
+             expected="refused EFAULT", errno="EFAULT", reason=REFUSED),
+        case("io_uring", "ext4", "shared", "hole", "none", "pin-to-file", "fail", "lost-write",
+             expected="coherent", detail="zeros <after> remount\nline two",
+             reason="expected coherent, saw lost-write: zeros <after> remount",
+             dmesg="WARNING: CPU: 0 PID: 1 at mm/gup.c:1 <script>alert(1)</script>", taint="W"),
+        case("io_uring", "ext4", "private", "hole", "none", "admission", "skip", None,
+             expected=None, spec=[], reason="needs root: loop devices (run as root)"),
+        case("io_uring", "ext4", "private", "hole", "none", "file-to-pin", "error", None,
+             reason="OSError: [Errno 5] EIO"),
+        case("vmsplice", "memfd", "shared", "hole", "none", "admission", "pass", "pinned"),
+    ]
+
+
+@pytest.fixture
+def two():
+    new = doc("6.18.0", cases_618(), started=1_700_100_000.0)
+    old_cases = copy.deepcopy(cases_618())
+    old_cases[6].update(verdict="pass", errno="EOPNOTSUPP", expected="refused EOPNOTSUPP",
+                        reason="io_uring before 6.5 refuses file-backed buffers")
+    del old_cases[-1]
+    return [doc("6.1.0", old_cases), new]
+
+
+def test_every_verdict_is_in_the_sample(two):
+    assert {c["verdict"] for c in two[1]["cases"]} == set(ktap.RESULT)
+
+
+def test_matrix_md_has_a_table_per_pin_legend_and_footnotes(two):
+    md = matrix_md.render(two[1:])
+    assert re.findall(r"^## (\S+)", md, re.M) == ["io_uring", "vmsplice", "Reasons"]
+    assert md.count("```") == 4
+    assert "✓=pass" in md and "C=coherent" in md
+    # The worst check shows: an xpass outranks the xfail beside it.
+    assert "✓R:EFAULT" in md and "✗L" in md and "!SC" in md
+    notes = md.split("## Reasons")[1]
+    assert "[1] pass: shared folio rule (spec 10-io_uring.toml:4)" in notes
+    assert "needs root: loop devices (run as root)" in notes
+    # The row's own citation is its pin cell's note; a failing cell adds column:number.
+    ext4 = next(line for line in md.splitlines() if line.startswith("ext4"))
+    assert re.search(r"\d+ none:\d+$", ext4)
+    assert re.search(r"^memfd +shared +✓P +✓C +!SC +1 pwrite:2,3$", md, re.M)
+    assert "+R:EFAULT" in matrix_md.render(two[1:], ascii=True)
+
+
+def test_matrix_md_marks_what_differs_between_kernels(two):
+    md = matrix_md.render(two)
+    assert "| k1     | 6.1.0" in md and "| k2     | 6.18.0" in md
+    assert "✓R:EOPNOTSUPP*" in md and "✓R:EFAULT*" in md
+    assert "✓P " in md.split("## io_uring")[1]  # memfd admission is the same: no mark
+    assert re.search(r"^ +k2 +✓R:EFAULT\* +✗L +\d+ none:\d+$", md, re.M)
+    assert re.search(r"^k1\n^k2 +✓P\* +1$", md, re.M)  # vmsplice ran on the second kernel only
+    assert "cells differ between kernels (marked *)" in md
+
+
+def test_matrix_html_is_self_contained_and_escaped(two):
+    html = matrix_html.render(two)
+    assert "http" not in html and "<link" not in html and " src=" not in html
+    assert "<script>alert" not in html and "\\u003cscript\\u003ealert" in html
+    assert html.count('<section class="pin"') == 2
+    assert 'id="f-kernel"' in html and 'id="f-backing"' in html and 'class="f-verdict"' in html
+    data = json.loads(re.search(r'<script id="cells" type="application/json">(.*?)</script>',
+                                html, re.S).group(1))
+    assert data["fields"][0] == "id"
+    assert "zeros <after> remount\nline two" in data["strings"]
+    # The refusal's errno differs between the kernels; the lost write does not.
+    assert 'class="v-pass diff"' in html and 'class="v-fail"' in html
+    assert 'title="admission: pass, refused EFAULT"' in html
+
+
+def parse_ktap(text):
+    lines = text.splitlines()
+    assert lines[0] == "KTAP version 1"
+    plan = int(re.fullmatch(r"1\.\.(\d+)", lines[1]).group(1))
+    results_ = [re.fullmatch(r"(ok|not ok) (\d+) ([^#]+?)(?: # (\w+)(?: (.*))?)?", line)
+                for line in lines if re.match(r"(not )?ok ", line)]
+    assert all(results_)
+    assert [int(m.group(2)) for m in results_] == list(range(1, plan + 1))
+    return lines, {m.group(3): (m.group(1), m.group(4), m.group(5)) for m in results_}
+
+
+def test_ktap_plan_directives_and_totals(two):
+    text = ktap.render(two[1])
+    lines, by_id = parse_ktap(text)
+    assert all(not line.startswith(" ") for line in lines)
+    got = {two[1]["cases"][i]["verdict"]: by_id[c["id"]]
+           for i, c in enumerate(two[1]["cases"])}
+    assert got["pass"] == ("ok", None, None)
+    assert got["fail"][:2] == ("not ok", None)
+    assert got["xfail"] == ("ok", "XFAIL", "known: dio_warn_stale_pagecache()")
+    assert got["xpass"][:2] == ("ok", "XPASS")
+    assert got["skip"] == ("ok", "SKIP", "needs root: loop devices (run as root)")
+    assert got["error"] == ("not ok", "ERROR", "OSError: [Errno 5] EIO")
+    assert lines[-1] == "# Totals: pass:6 fail:1 xfail:1 xpass:1 skip:1 error:1"
+    fail_at = next(i for i, line in enumerate(lines)
+                   if line.startswith("not ok") and "#" not in line)
+    assert lines[fail_at - 5:fail_at] == [
+        "# detail: zeros <after> remount\\nline two",
+        "# reason: expected coherent, saw lost-write: zeros <after> remount",
+        "# spec: 10-io_uring.toml:4",
+        "# dmesg: WARNING: CPU: 0 PID: 1 at mm/gup.c:1 <script>alert(1)</script>",
+        "# taint: W"]
+
+
+def test_ktap_of_several_kernels_nests_one_subtest_each(two):
+    lines = ktap.render_many(two).splitlines()
+    assert lines[:3] == ["KTAP version 1", "1..2", "  KTAP version 1"]
+    assert [line for line in lines if not line.startswith(" ")][2:] == [
+        "not ok 1 6.1.0 x86_64", "not ok 2 6.18.0 x86_64"]
+
+
+def test_kcidb_validates_and_a_broken_path_does_not(two):
+    sub = kcidb.validate(kcidb.build(two[1]))
+    assert sub["version"] == {"major": 5, "minor": 3}
+    assert len(sub["checkouts"]) == len(sub["builds"]) == 1
+    assert len(sub["tests"]) == len(two[1]["cases"])
+    assert all(KCIDB_PATH.match(t["path"]) for t in sub["tests"])
+    assert "null" not in json.dumps(sub)
+    status = {t["misc"]["verdict"]: t["status"] for t in sub["tests"]}
+    assert status == {"pass": "PASS", "fail": "FAIL", "xfail": "PASS", "xpass": "PASS",
+                      "skip": "SKIP", "error": "ERROR"}
+    assert kcidb.build(two[1]) == sub  # ids are stable
+    broken = copy.deepcopy(sub)
+    broken["tests"][0]["path"] = "io_uring..bad path"
+    with pytest.raises(jsonschema.ValidationError):
+        kcidb.validate(broken)
+
+
+def test_kcidb_caps_log_excerpt_and_keeps_kernels_apart(two):
+    two[1]["cases"][7]["dmesg"] = "é" * 20000
+    sub = kcidb.validate(kcidb.build_all(two))
+    assert len({c["id"] for c in sub["checkouts"]}) == 2
+    assert max(len(t["log_excerpt"].encode()) for t in sub["tests"]) <= kcidb.LOG_EXCERPT_MAX
+
+
+def test_diff_finds_changes_and_says_none_for_identical(two):
+    old, new = two
+    changes = diff.diff(old, new)
+    kinds = {c.id.split(".", 2)[1] + "." + c.kind for c in changes}
+    assert kinds == {"ext4.changed", "memfd.new"}
+    text = diff.render(changes, old, new)
+    assert "6.1.0 x86_64" in text and "6.18.0 x86_64" in text
+    assert "pass refused EOPNOTSUPP -> pass refused EFAULT" in text
+    new["cases"][0]["verdict"] = "fail"
+    assert "Regressions (1):" in diff.render(diff.diff(old, new), old, new)
+    assert diff.diff(old, old) == []
+    assert diff.render([], old, old).endswith("no change\n")
+
+
+def test_merge_of_two_shards_is_their_union(tmp_path, two):
+    full = two[1]
+    first = doc("6.18.0", full["cases"][:6], started=100.0)
+    second = doc("6.18.0", full["cases"][5:], started=50.0)
+    second["cases"][0] = dict(second["cases"][0], detail="later shard wins")
+    second["finished"] = 500.0
+    second["environment"] = {"accelerator": "kvm"}
+    results.write(tmp_path / "a", first)
+    results.write(tmp_path / "b", second)
+    results.write(tmp_path / "c", two[0])
+    docs = merge.load_many([tmp_path / "a", tmp_path / "b" / "results.json", tmp_path / "c"])
+    assert [d["kernel"]["release"] for d in docs] == ["6.18.0", "6.1.0"]
+    merged = docs[0]
+    assert [c["id"] for c in merged["cases"]] == [c["id"] for c in full["cases"]]
+    assert merged["totals"] == full["totals"]
+    assert (merged["started"], merged["finished"]) == (50.0, 500.0)
+    assert merged["environment"] == {"accelerator": "kvm"}
+    assert next(c for c in merged["cases"] if c["detail"] == "later shard wins")
+    (tmp_path / "bad.json").write_text('{"schema": "other"}')
+    with pytest.raises(ValueError, match="not a pinhole results file"):
+        merge.load_many([tmp_path / "bad.json"])
+
+
+def test_write_all_and_summary(tmp_path, two):
+    paths = write_all(tmp_path / "one", two[1:])
+    assert [p.name for p in paths] == ["matrix.md", "matrix.html", "results.ktap", "kcidb.json"]
+    parse_ktap((tmp_path / "one" / "results.ktap").read_text())
+    paths = write_all(tmp_path / "two", two)
+    assert len(json.loads(paths[-1].read_text())["builds"]) == 2
+    text = summary(two)
+    assert "6.1.0 x86_64:" in text and "FAIL  io_uring.ext4.shared.rw.hole.none.pin-to-file" in text
