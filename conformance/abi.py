@@ -25,6 +25,7 @@ ffi.cdef(
     /* include/uapi/linux/uio.h */
     struct iovec { void *iov_base; size_t iov_len; };
     ssize_t vmsplice(int fd, const struct iovec *iov, size_t nr_segs, unsigned int flags);
+    ssize_t tee(int fd_in, int fd_out, size_t len, unsigned int flags);
 
     /* include/uapi/linux/io_uring.h */
     struct io_sqring_offsets {

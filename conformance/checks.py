@@ -94,8 +94,10 @@ def file_to_pin(t: Trial, base: Baseline, effect: Effect) -> Observation:
         return wrong
     may_detach = detached(t, effect)
     held = t.pinned.read()
-    must_hold = effect.pin if effect.pin is not None else base.pin if may_detach else effect.file
-    if held != must_hold:
+    # A pin that follows the file must now hold what the file holds; a detached one is
+    # judged by the write below.
+    must_hold = effect.pin if effect.pin is not None else None if may_detach else effect.file
+    if must_hold is not None and held != must_hold:
         return Observation("disconnected", f"after {t.case.mutation} the pin holds "
                            f"{describe(held)}, not {describe(must_hold)}")
     new = fill("file", t.subject.length)
@@ -128,10 +130,12 @@ def pin_to_file(t: Trial, base: Baseline, effect: Effect) -> Observation:
     if mapped is not None and mapped != data:
         return Observation("disconnected", f"the mapping shows {describe(mapped)}, not the data "
                            "written into its pinned page")
-    if detached(t, effect):
-        if data in (cached, stored):
-            return Observation("resurrected", "data written through the detached pin reached "
-                               f"the file ({'read()' if cached == data else 'after ' + how})")
+    # Data the file did not show at once must never show up later; a MAP_PRIVATE copy's
+    # data must never show up at all.
+    if stored == data and (cached != data or t.private):
+        return Observation("resurrected", "data written through the detached pin reached the "
+                           f"file ({'read()' if cached == data else 'after ' + how})")
+    if cached != data and detached(t, effect):
         if cached != effect.file or stored != effect.file:
             return Observation("disconnected", f"the file changed to {describe(stored)}")
         return Observation("detached", f"the file kept {describe(effect.file)} after {how}")

@@ -150,10 +150,11 @@ def cmd_spec(args: argparse.Namespace) -> int:
         print("  no entry decides this case")
         return 1
     for e in spec.deciding(case, version):
-        print(f"  {e.where}: {e.outcome_for(case.check)}{' ' + e.errno if e.errno else ''}"
+        outcomes = "|".join(e.outcomes_for(case.check))
+        print(f"  {e.where}: {outcomes}{' ' + e.errno if e.errno else ''}"
               f"{' (kernel ' + e.kernel.text + ')' if e.kernel else ''}")
     known = f"; known to show {exp.known}: {exp.known_reason}" if exp.known else ""
-    print(f"expected: {exp.outcome}{' ' + exp.errno if exp.errno else ''}{known}")
+    print(f"expected: {'|'.join(exp.outcomes)}{' ' + exp.errno if exp.errno else ''}{known}")
     print(f"because: {exp.reason}")
     return 0
 

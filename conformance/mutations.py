@@ -59,10 +59,11 @@ def pwrite(t, base: Baseline) -> Effect:
 
 
 def store(t, base: Baseline) -> Effect:
-    """A CPU store through the mapping under test; MAP_PRIVATE stores land in the pinned copy."""
+    """A CPU store through the mapping under test. In MAP_PRIVATE it lands in whatever the
+    mapping maps: the pinned copy for a long-term pin, a new COW copy for a mere reference."""
     data = _data(t)
     write_mem(t.subject.addr, data)
-    return Effect(data if _shared(t) else base.file, pin=data)
+    return Effect(data, pin=data) if _shared(t) else Effect(base.file)
 
 
 def pin_write(t, base: Baseline) -> Effect:
@@ -165,6 +166,8 @@ def _direct_fd(t) -> int:
 
 
 def odirect_write(t, base: Baseline) -> Effect:
+    """Afterwards the kernel invalidates the cached range (mm/filemap.c
+    kiocb_invalidate_post_direct_write()), which can take the folio out of the cache."""
     data = _data(t)
     fd = _direct_fd(t)
     try:
@@ -173,7 +176,7 @@ def odirect_write(t, base: Baseline) -> Effect:
             os.pwritev(fd, [buf.view()[:len(data)]], t.subject.offset)
     finally:
         os.close(fd)
-    return Effect(data)
+    return Effect(data, detaches=True)
 
 
 def odirect_read(t, base: Baseline) -> Effect:
@@ -205,10 +208,11 @@ def _source(t, data: bytes) -> int:
 
 
 def copy_file_range(t, base: Baseline) -> Effect:
+    """Within one xfs or btrfs this is a reflink: the range's old folios leave the cache."""
     data = _data(t)
     src = _source(t, data)
     os.copy_file_range(src, t.subject.fd, len(data), t.subject.offset, t.subject.offset)
-    return Effect(data)
+    return Effect(data, detaches=True)
 
 
 def reflink(t, base: Baseline) -> Effect:

@@ -82,6 +82,10 @@ def vmsplice(pipe_fd: int, addr: int, length: int, flags: int = 0) -> int:
     return check(libc.vmsplice(pipe_fd, iov, 1, flags), "vmsplice")
 
 
+def tee(fd_in: int, fd_out: int, length: int) -> int:
+    return check(libc.tee(fd_in, fd_out, length, 0), "tee")
+
+
 def read_mem(addr: int, length: int) -> bytes:
     """Read through a mapping (this faults pages in, like any user access)."""
     return bytes(ffi.buffer(ffi.cast("char *", addr), length))

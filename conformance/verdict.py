@@ -38,7 +38,8 @@ class Result:
 
 
 def expected_text(exp: Expectation) -> str:
-    return f"{exp.outcome} {exp.errno}" if exp.errno else exp.outcome
+    outcomes = "|".join(exp.outcomes)
+    return f"{outcomes} {exp.errno}" if exp.errno else outcomes
 
 
 def judge(case: Case, seen: Observation, exp: Expectation | None, log: Slice) -> Result:
@@ -51,7 +52,7 @@ def judge(case: Case, seen: Observation, exp: Expectation | None, log: Slice) ->
         r.verdict, r.reason = "error", "no spec entry decides this case: add one to the spec"
         return r
     r.expected, r.spec = expected_text(exp), [e.where for e in exp.entries]
-    as_expected = r.outcome == exp.outcome and (exp.errno is None or r.errno == exp.errno)
+    as_expected = r.outcome in exp.outcomes and (exp.errno is None or r.errno == exp.errno)
     if as_expected:
         r.verdict = "xpass" if exp.known else "pass"
         r.reason = exp.reason

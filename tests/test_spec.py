@@ -23,16 +23,16 @@ def test_builtin_spec_is_valid_and_cites_reasons():
 ])
 def test_admission_follows_the_6_5_rule(version, outcome, errno):
     exp = Spec.load().expect(Case.from_id(ADMIT), version)
-    assert (exp.outcome, exp.errno) == (outcome, errno)
+    assert (exp.outcomes, exp.errno) == ((outcome,), errno)
 
 
 def test_pin_checks_expect_pinned_unless_refused():
     spec = Spec.load()
     memfd = Case.from_id("io_uring.memfd.shared.rw.hole.none.zeropage")
-    assert spec.expect(memfd, (6, 18, 0)).outcome == "pinned"
-    assert spec.expect(memfd, (5, 10, 0)).outcome == "refused"
+    assert spec.expect(memfd, (6, 18, 0)).outcomes == ("pinned",)
+    assert spec.expect(memfd, (5, 10, 0)).outcomes == ("refused",)
     private = Case.from_id("io_uring.memfd.private.rw.hole.none.pin-to-file")
-    assert spec.expect(private, (6, 18, 0)).outcome == "detached"
+    assert spec.expect(private, (6, 18, 0)).outcomes == ("detached",)
 
 
 @pytest.mark.parametrize("text,message", [
@@ -68,7 +68,7 @@ def test_layered_spec_refines_builtin(tmp_path):
                  'outcome = "coherent"\nreason = "the patch set allows it"\n'
                  'known = "refused"\nknown_reason = "not merged yet"\n')
     exp = Spec.load([f]).expect(Case.from_id(ADMIT), (6, 18, 0))
-    assert exp.outcome == "pinned" and exp.known == "refused"
+    assert exp.outcomes == ("pinned",) and exp.known == "refused"
     assert exp.entries[-1].file.endswith("patch.toml")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .base import Mechanism, Pinned
 from .io_uring import IoUring
+from .vmsplice import Vmsplice
 
-MECHANISMS: dict[str, type[Mechanism]] = {cls.name: cls for cls in (IoUring,)}
+MECHANISMS: dict[str, type[Mechanism]] = {cls.name: cls for cls in (IoUring, Vmsplice)}
 
 __all__ = ["Mechanism", "Pinned", "MECHANISMS"]

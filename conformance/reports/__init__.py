@@ -10,6 +10,8 @@ from .. import results
 from ..results import write_atomic as write
 from . import about, diff, kcidb, ktap, matrix_html, matrix_md, merge
 
+__all__ = ["diff", "merge", "summary", "write_all"]
+
 
 def write_all(out: Path, docs: list[dict]) -> list[Path]:
     """matrix.md, matrix.html, results.ktap (one subtest per kernel when several) and a

@@ -5,7 +5,9 @@ refine earlier ones. An entry matches on any of pin, backing, mapping, access, s
 mutation, check (a name or a list; absent means any) and an optional ``kernel`` range such
 as ``">=6.5"`` or ``">=5.14, <6.5"``. It gives:
 
-- ``outcome``: what a correct kernel shows (see OUTCOMES);
+- ``outcome``: what a correct kernel shows (see OUTCOMES), or a list of outcomes that are
+  all correct (a punch hole may detach the folio or, when it cannot split a large folio,
+  zero it in place);
 - ``errno``: for ``refused`` (the pin) and ``unsupported`` (the mutation), the errno name;
 - ``reason``: the kernel function or commit that makes it so (required);
 - ``known``/``known_reason``: an outcome the kernel is known to show instead, a limitation
@@ -69,7 +71,7 @@ class Entry:
     line: int
     match: dict[str, tuple[str, ...]]
     kernel: Range | None
-    outcome: str
+    outcomes: tuple[str, ...]
     errno: str | None
     reason: str
     known: str | None = None
@@ -84,16 +86,16 @@ class Entry:
             return False
         return all(getattr(case, k) in v for k, v in self.match.items())
 
-    def outcome_for(self, check: str) -> str:
+    def outcomes_for(self, check: str) -> tuple[str, ...]:
         pin_check = "check" not in self.match and check in PIN_CHECKS
-        if pin_check and self.outcome not in ERRNO_OUTCOMES:
-            return "pinned"
-        return self.outcome
+        if pin_check and not set(self.outcomes) & set(ERRNO_OUTCOMES):
+            return ("pinned",)
+        return self.outcomes
 
 
 @dataclass(frozen=True)
 class Expectation:
-    outcome: str
+    outcomes: tuple[str, ...]
     errno: str | None
     reason: str
     known: str | None
@@ -132,14 +134,17 @@ def parse(text: str, path: str) -> list[Entry]:
         if extra:
             raise SpecError(f"{where}: unknown key {', '.join(sorted(extra))}; "
                             f"valid: {', '.join(sorted(ENTRY_KEYS))}")
-        for key in ("outcome", "reason"):
-            if not isinstance(table.get(key), str) or not table[key].strip():
-                raise SpecError(f"{where}: every entry needs {key!r}")
-        for key in ("outcome", "known"):
-            if key in table and table[key] not in OUTCOMES:
-                raise SpecError(f"{where}: unknown outcome {table[key]!r}; "
+        if not isinstance(table.get("reason"), str) or not table["reason"].strip():
+            raise SpecError(f"{where}: every entry needs 'reason'")
+        outcomes = table.get("outcome")
+        outcomes = (outcomes,) if isinstance(outcomes, str) else tuple(outcomes or ())
+        if not outcomes:
+            raise SpecError(f"{where}: every entry needs 'outcome'")
+        for outcome in (*outcomes, *([table["known"]] if "known" in table else [])):
+            if outcome not in OUTCOMES:
+                raise SpecError(f"{where}: unknown outcome {outcome!r}; "
                                 f"valid: {', '.join(OUTCOMES)}")
-        if ("errno" in table) != (table["outcome"] in ERRNO_OUTCOMES):
+        if ("errno" in table) != (outcomes == outcomes[:1] and outcomes[0] in ERRNO_OUTCOMES):
             raise SpecError(f"{where}: 'errno' goes with outcomes {' and '.join(ERRNO_OUTCOMES)}, "
                             "and only with them")
         if ("known" in table) != ("known_reason" in table):
@@ -149,7 +154,7 @@ def parse(text: str, path: str) -> list[Entry]:
         except ValueError as e:
             raise SpecError(f"{where}: {e}") from None
         match = {k: _names(path, line, k, table[k]) for k in MATCH_KEYS if k in table}
-        entries.append(Entry(path, line, match, kernel, table["outcome"], table.get("errno"),
+        entries.append(Entry(path, line, match, kernel, outcomes, table.get("errno"),
                              table["reason"].strip(), table.get("known"),
                              table.get("known_reason")))
     return entries
@@ -190,6 +195,6 @@ class Spec:
         if not entries:
             return None
         last = entries[-1]
-        return Expectation(last.outcome_for(case.check), last.errno, last.reason,
+        return Expectation(last.outcomes_for(case.check), last.errno, last.reason,
                            last.known, last.known_reason, tuple(entries))
 
