@@ -64,6 +64,17 @@ ffi.cdef(
         struct io_uring_probe_op ops[256];
     };
 
+    /* include/uapi/linux/stat.h: the head of struct statx (256 bytes in all) */
+    struct statx {
+        uint32_t stx_mask, stx_blksize;
+        uint64_t stx_attributes;
+        uint32_t stx_nlink, stx_uid, stx_gid;
+        uint16_t stx_mode, spare0;
+        uint64_t stx_ino, stx_size, stx_blocks, stx_attributes_mask;
+        uint8_t rest[192];
+    };
+    int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf);
+
     /* include/uapi/linux/fs.h */
     struct file_clone_range { int64_t src_fd; uint64_t src_offset, src_length, dest_offset; };
 
@@ -106,6 +117,10 @@ MADV_HUGEPAGE = 14
 MADV_COLD = 20
 MADV_PAGEOUT = 21
 MS_SYNC = 4
+
+# include/uapi/linux/stat.h, fcntl.h
+STATX_ATTR_DAX = 0x00200000
+AT_EMPTY_PATH = 0x1000
 
 # include/uapi/linux/fs.h
 FICLONERANGE = 0x4020940D  # _IOW(0x94, 13, struct file_clone_range)

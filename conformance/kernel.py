@@ -40,8 +40,10 @@ def parse_config(text: str) -> dict[str, str]:
 @cache
 def config() -> KernelConfig:
     release = platform.release()
+    # The last is where pinhole's kernel cache puts it for kernels booted in a VM.
     for path in (Path("/proc/config.gz"), Path(f"/boot/config-{release}"),
-                 Path(f"/lib/modules/{release}/build/.config")):
+                 Path(f"/lib/modules/{release}/build/.config"),
+                 Path(f"/lib/modules/{release}/config")):
         try:
             raw = path.read_bytes()
         except OSError:

@@ -110,6 +110,12 @@ class Controller:
         self.cases: dict[str, dict] = {}
         self.started = time.time()
         self.reservation: hugepages.Reservation | None = None
+        out = config.getoption("pinhole_out")
+        self.progress = results.Progress(Path(out)) if out else None
+
+    def pytest_runtest_logstart(self, nodeid: str, location: tuple) -> None:
+        if self.progress and "[" in nodeid:
+            self.progress.begin(nodeid.rsplit("[", 1)[-1].rstrip("]"))
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         workers = self.config.getoption("numprocesses", None) or 1
@@ -118,12 +124,15 @@ class Controller:
             self.reservation = hugepages.Reservation(HUGEPAGES_PER_WORKER * int(workers) + 2)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # The record rides on the call report and, again, on the teardown report.
         records = [r for k, r in report.user_properties if k == RECORD]
-        if records:
+        if records and report.when == "call":
             self.cases[records[0]["id"]] = records[0]
+            if self.progress:
+                self.progress.record(records[0])
             return
         case_id = report.nodeid.rsplit("[", 1)[-1].rstrip("]") if "[" in report.nodeid else None
-        if case_id is None or case_id in self.cases or not report.failed:
+        if records or case_id is None or case_id in self.cases or not report.failed:
             return
         from .matrix import Case
         try:
@@ -133,10 +142,14 @@ class Controller:
         why = str(report.longrepr).strip().splitlines()[-1:] or ["unknown"]
         self.cases[case_id] = Result(case, "error", reason=f"the case broke in {report.when}: "
                                      f"{why[0][:500]}").as_dict()
+        if self.progress:
+            self.progress.record(self.cases[case_id])
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.reservation:
             self.reservation.release()
+        if self.progress:
+            self.progress.close()
         out = self.config.getoption("pinhole_out")
         if out:
             doc = results.document(list(self.cases.values()), running().as_dict(),

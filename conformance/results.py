@@ -57,6 +57,48 @@ def write(out: Path, doc: dict) -> Path:
     return write_atomic(out / "results.json", json.dumps(doc, indent=1) + "\n")
 
 
+PROGRESS = "progress.jsonl"
+
+
+class Progress:
+    """progress.jsonl: a line as each case begins and its record as it ends, flushed at once,
+    so a run that dies (a killed worker, a kernel panic) keeps what finished and names what
+    was running."""
+
+    def __init__(self, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        self._f = open(out / PROGRESS, "a", buffering=1)  # noqa: SIM115 - open for the run
+
+    def begin(self, case_id: str) -> None:
+        self._f.write(json.dumps({"begin": case_id}) + "\n")
+
+    def record(self, case: dict) -> None:
+        self._f.write(json.dumps({"case": case}) + "\n")
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def recover(out: Path) -> tuple[list[dict], list[str]]:
+    """From progress.jsonl: the finished cases, and the ids that began but never finished."""
+    cases: dict[str, dict] = {}
+    begun: list[str] = []
+    try:
+        lines = (out / PROGRESS).read_text().splitlines()
+    except OSError:
+        return [], []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # the last line of a run that died mid-write
+        if "begin" in entry:
+            begun.append(entry["begin"])
+        elif "case" in entry:
+            cases[entry["case"]["id"]] = entry["case"]
+    return list(cases.values()), [i for i in dict.fromkeys(begun) if i not in cases]
+
+
 def load(path: Path) -> dict:
     doc = json.loads(path.read_text())
     if doc.get("schema") != SCHEMA:

@@ -82,6 +82,15 @@ def vmsplice(pipe_fd: int, addr: int, length: int, flags: int = 0) -> int:
     return check(libc.vmsplice(pipe_fd, iov, 1, flags), "vmsplice")
 
 
+def statx_attributes(fd: int) -> int:
+    """stx_attributes of an open file (STATX_ATTR_DAX and friends)."""
+    from .abi import AT_EMPTY_PATH
+
+    buf = ffi.new("struct statx *")
+    check(libc.statx(fd, b"", AT_EMPTY_PATH, 0, buf), "statx")
+    return buf.stx_attributes
+
+
 def tee(fd_in: int, fd_out: int, length: int) -> int:
     return check(libc.tee(fd_in, fd_out, length, 0), "tee")
 

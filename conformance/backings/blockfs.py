@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 from typing import ClassVar
 
+from ..errors import SetupFailed
 from ..loop import LoopDevice
 from ..mounts import DetachedMount, kernel_has
 from .base import Availability, Backing, root_or
@@ -23,6 +24,7 @@ def scratch_dir() -> str:
 
 class BlockFs(Backing):
     persistent = True
+    fstype: ClassVar[str]
     mkfs: ClassVar[list[str]]
     image_size: ClassVar[int]
     # Package that ships the mkfs tool: (Debian/Ubuntu, Fedora).
@@ -31,32 +33,42 @@ class BlockFs(Backing):
 
     loop: LoopDevice | None = None
     mount: DetachedMount | None = None
+    source = ""  # the block device the filesystem is made on
 
     def availability(self) -> Availability:
         denied = root_or(f"loop devices and mounting {self.name}")
         if denied:
             return denied
-        if not kernel_has(self.name):
-            return Availability.no(f"kernel lacks {self.name}: modprobe {self.name}, "
-                                   f"or build with CONFIG_{self.name.upper()}_FS")
-        if not shutil.which(self.mkfs[0]):
-            deb, fedora = self.packages
-            return Availability.no(f"needs {self.mkfs[0]}: apt-get install {deb} "
-                                   f"(Fedora: dnf install {fedora})")
+        missing = self.missing()
+        if missing:
+            return Availability.no(missing)
         if not os.path.exists("/dev/loop-control"):
             return Availability.no("needs /dev/loop-control: modprobe loop (CONFIG_BLK_DEV_LOOP)")
         return Availability.yes()
 
+    def missing(self) -> str | None:
+        """What the kernel or the machine lacks for this filesystem, if anything."""
+        if not kernel_has(self.fstype):
+            return (f"kernel lacks {self.fstype}: modprobe {self.fstype}, "
+                    f"or build with CONFIG_{self.fstype.upper()}_FS")
+        if not shutil.which(self.mkfs[0]):
+            deb, fedora = self.packages
+            return f"needs {self.mkfs[0]}: apt-get install {deb} (Fedora: dnf install {fedora})"
+        return None
+
     def setup(self) -> None:
         self.loop = LoopDevice(self.image_size, scratch_dir())
-        run = subprocess.run([*self.mkfs, self.loop.path], capture_output=True, text=True)
-        if run.returncode:
-            raise OSError(f"{self.mkfs[0]} {self.loop.path} failed: {run.stderr.strip()}")
+        self.source = self.loop.path
+        self._mkfs()
         self._mount()
 
+    def _mkfs(self) -> None:
+        run = subprocess.run([*self.mkfs, self.source], capture_output=True, text=True)
+        if run.returncode:
+            raise SetupFailed(f"{self.mkfs[0]} {self.source} failed: {run.stderr.strip()}")
+
     def _mount(self) -> None:
-        assert self.loop is not None
-        self.mount = DetachedMount(self.name, self.loop.path, self.mount_options)
+        self.mount = DetachedMount(self.fstype, self.source, self.mount_options)
 
     def create(self, name: str) -> int:
         assert self.mount is not None

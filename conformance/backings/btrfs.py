@@ -4,7 +4,7 @@ from .blockfs import BlockFs
 
 
 class Btrfs(BlockFs):
-    name = "btrfs"
+    name = fstype = "btrfs"
     mkfs = ["mkfs.btrfs", "-q", "-f"]
     image_size = 160 << 20
     packages = ("btrfs-progs", "btrfs-progs")

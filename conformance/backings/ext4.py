@@ -4,7 +4,7 @@ from .blockfs import BlockFs
 
 
 class Ext4(BlockFs):
-    name = "ext4"
+    name = fstype = "ext4"
     mkfs = ["mkfs.ext4", "-q", "-F", "-b", "4096"]
     image_size = 64 << 20
     packages = ("e2fsprogs", "e2fsprogs")

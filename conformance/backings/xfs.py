@@ -4,7 +4,7 @@ from .blockfs import BlockFs
 
 
 class Xfs(BlockFs):
-    name = "xfs"
+    name = fstype = "xfs"
     mkfs = ["mkfs.xfs", "-q", "-f"]
     image_size = 320 << 20  # mkfs.xfs refuses filesystems under 300 MiB
     packages = ("xfsprogs", "xfsprogs")

@@ -1,0 +1,92 @@
+"""ext4 and xfs with dax=always on a pmem device: no page cache, file pages are the device's
+own memory, and a hole read-faults the shared zeropage (fs/dax.c dax_load_hole()).
+
+Each worker claims a pmem device of its own with flock(2) (the lock dies with the worker)
+and makes the filesystem afresh. Every file is checked with statx(STATX_ATTR_DAX).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import os
+from pathlib import Path
+
+from ..abi import STATX_ATTR_DAX
+from ..errors import SetupFailed, Skip
+from ..syscalls import statx_attributes
+from .base import Availability, root_or
+from .blockfs import BlockFs
+
+NO_PMEM = ("no fsdax-capable pmem device: boot with memmap=512M!1G (one region per dax "
+           "backing) and modprobe -a nd_e820 nd_pmem, or let `pinhole matrix` do it")
+
+
+def pmem_devices() -> list[str]:
+    """/dev/pmemN devices whose queue supports DAX."""
+    out = []
+    for dev in sorted(glob.glob("/dev/pmem[0-9]*")):
+        flag = Path(f"/sys/block/{os.path.basename(dev)}/queue/dax")
+        if flag.exists() and flag.read_text().strip() == "1":
+            out.append(dev)
+    return out
+
+
+class FsDax(BlockFs):
+    mount_options = {"dax": "always"}
+    _lock = -1
+
+    def availability(self) -> Availability:
+        denied = root_or(f"mounting {self.name} on a pmem device")
+        if denied:
+            return denied
+        missing = self.missing() or (None if pmem_devices() else NO_PMEM)
+        if missing:
+            return Availability.no(missing)
+        return Availability.yes(f"pmem: {' '.join(pmem_devices())}")
+
+    def setup(self) -> None:
+        self.source = self._claim()
+        self._mkfs()
+        self._mount()
+
+    def _claim(self) -> str:
+        """The first pmem device no other worker holds; the flock goes with this process."""
+        for dev in pmem_devices():
+            fd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self._lock = fd
+            return dev
+        raise Skip(f"every pmem device is taken by another worker or dax backing: {NO_PMEM}")
+
+    def create(self, name: str) -> int:
+        fd = super().create(name)
+        if not statx_attributes(fd) & STATX_ATTR_DAX:
+            os.close(fd)
+            raise SetupFailed(f"{name} on {self.name} is not a DAX file (statx lacks "
+                              "STATX_ATTR_DAX) although mounted with dax=always")
+        return fd
+
+    def close(self) -> None:
+        super().close()
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
+
+
+class Ext4Dax(FsDax):
+    name = "ext4-dax"
+    fstype = "ext4"
+    mkfs = ["mkfs.ext4", "-q", "-F", "-b", "4096"]
+    packages = ("e2fsprogs", "e2fsprogs")
+
+
+class XfsDax(FsDax):
+    name = "xfs-dax"
+    fstype = "xfs"
+    mkfs = ["mkfs.xfs", "-q", "-f", "-m", "reflink=0"]  # DAX and reflink exclude each other
+    packages = ("xfsprogs", "xfsprogs")

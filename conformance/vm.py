@@ -1,0 +1,188 @@
+"""Boot a kernel with virtme-ng (vng) and run one command inside it.
+
+The guest sees the host's root filesystem over 9p, read-only except for --rwdir directories.
+The command's exit status, stdout and stderr travel back through files in a private writable
+directory, because vng only propagates them when the guest has udev (virtio-serial port names).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .kernels import Kernel, cache_root
+
+# oops=panic and vng's own panic=-1 and -no-reboot turn an oops into the end of the VM.
+BOOT_ARGS = ("oops=panic",)
+# udev coldplug would load kvm_amd/kvm_intel in the guest: seconds under TCG, and useless there.
+TCG_ARGS = ("module_blacklist=kvm,kvm_amd,kvm_intel",)
+FSDAX_APPEND = "memmap=512M!1G"
+KVM_PROBE_TIMEOUT = 60.0
+CONSOLE_TAIL = 60
+# With oops=panic every oops ends in this line too.
+PANIC_MARK = "Kernel panic - not syncing"
+
+WRAPPER = """\
+read -r start _ < /proc/uptime
+(
+{command}
+) > {dir}/stdout 2> {dir}/stderr < /dev/null
+rc=$?
+read -r end _ < /proc/uptime
+echo "$rc $start $end" > {dir}/status.tmp && mv {dir}/status.tmp {dir}/status
+"""
+
+
+@dataclass(frozen=True)
+class VmResult:
+    # ok (status 0), failed (status != 0), timeout, panic, or lost (the VM ended without status)
+    outcome: str
+    status: int | None
+    stdout: str
+    stderr: str
+    console_tail: str
+    accel: str
+    # Everything but the command itself: vng's setup, qemu, kernel boot, init, power-off.
+    boot_seconds: float
+    run_seconds: float
+    total_seconds: float
+    command_line: list[str]
+
+
+def vng_binary() -> str:
+    beside = Path(sys.executable).parent / "vng"
+    found = str(beside) if beside.exists() else shutil.which("vng")
+    if found is None:
+        raise FileNotFoundError("vng not found: pip install virtme-ng "
+                                "(and apt-get install qemu-system-x86 kmod busybox-static)")
+    return found
+
+
+def vng_command(kernel: Kernel, shell: str, *, accel: str, append: Sequence[str] = (),
+                rwdirs: Sequence[Path] = (), memory: str = "2G", cpus: int = 2,
+                vng: str = "vng") -> list[str]:
+    """The vng command line that boots kernel and runs shell inside it."""
+    cmd = [vng, "--verbose", "--force-9p", "--cpus", str(cpus), "--memory", memory,
+           "--run", str(kernel.build_dir or kernel.vmlinuz)]
+    if accel == "tcg":
+        cmd.append("--disable-kvm")
+    for arg in (*BOOT_ARGS, *(TCG_ARGS if accel == "tcg" else ()), *append):
+        cmd += ["--append", arg]
+    for d in rwdirs:
+        cmd += ["--rwdir", str(d)]
+    return [*cmd, "--exec", shell]
+
+
+def _tail(text: str, lines: int = CONSOLE_TAIL) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _run_vng(cmd: list[str], timeout: float, console: Path) -> tuple[int | None, float]:
+    """Run vng in its own process group; on timeout end the group (vng and its qemu)."""
+    start = time.monotonic()
+    with console.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True)
+        try:
+            rc: int | None = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rc = None
+            # SIGINT first: vng then exits through its atexit cleanup of /tmp/virtme_ret*.
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        _wait_group_gone(proc.pid)
+    return rc, time.monotonic() - start
+
+
+def _wait_group_gone(pgid: int, limit: float = 5.0) -> None:
+    """qemu outlives vng for a moment (it is vng's child): wait until the group is gone."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _verdict_file() -> Path:
+    return cache_root() / "vm" / "kvm-verdict"
+
+
+def accelerator(kernel: Kernel, *, probe_timeout: float = KVM_PROBE_TIMEOUT) -> str:
+    """kvm when a tiny KVM boot of kernel works on this host, else tcg; the verdict is cached.
+
+    /dev/kvm can exist and still hang or crash a guest (nested virtualization), so it is tried.
+    """
+    if os.environ.get("PINHOLE_ACCEL") in ("kvm", "tcg"):
+        return os.environ["PINHOLE_ACCEL"]
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg"
+    key = f"{os.uname().release} {shutil.which('qemu-system-x86_64')}"
+    verdict = _verdict_file()
+    if verdict.is_file():
+        cached_key, _, accel = verdict.read_text().strip().rpartition(" ")
+        if cached_key == key and accel in ("kvm", "tcg"):
+            return accel
+    result = boot_and_run(kernel, "true", timeout=probe_timeout, accel="kvm")
+    accel = "kvm" if result.outcome == "ok" else "tcg"
+    verdict.parent.mkdir(parents=True, exist_ok=True)
+    verdict.write_text(f"{key} {accel}\n")
+    return accel
+
+
+def boot_and_run(kernel: Kernel, command: list[str] | str, *, timeout: float,
+                 append: Sequence[str] = (), rwdirs: Sequence[Path] = (), memory: str = "2G",
+                 cpus: int = 2, accel: str | None = None) -> VmResult:
+    """Boot kernel, run command (argv list, or a shell string) as root, power off.
+
+    timeout covers the whole VM, boot included. accel None detects it (see accelerator()).
+    """
+    accel = accel or accelerator(kernel)
+    shell = command if isinstance(command, str) else shlex.join(command)
+    base = cache_root() / "vm"
+    base.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+    try:
+        script = work / "run.sh"
+        script.write_text(WRAPPER.format(command=shell, dir=shlex.quote(str(work))))
+        cmd = vng_command(kernel, f"/bin/sh {shlex.quote(str(script))}", accel=accel,
+                          append=append, rwdirs=[work, *rwdirs], memory=memory, cpus=cpus,
+                          vng=vng_binary())
+        rc, total = _run_vng(cmd, timeout, work / "console")
+        console = _read(work / "console")
+        fields = _read(work / "status").split()
+        status = int(fields[0]) if fields else None
+        run = float(fields[2]) - float(fields[1]) if fields else 0.0
+        if rc is None:
+            outcome = "timeout"
+        elif PANIC_MARK in console:
+            outcome = "panic"
+        elif status is None:
+            outcome = "lost"
+        else:
+            outcome = "ok" if status == 0 else "failed"
+        return VmResult(outcome, status, _read(work / "stdout"), _read(work / "stderr"),
+                        _tail(console), accel, total - run, run, total, cmd)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,217 @@
+"""Kernel SPECs, the Debian archive index and the vng command line, on recorded data only."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from conformance import kernels
+from conformance.kernels import (
+    Apt,
+    Kernel,
+    KernelNotFound,
+    choose,
+    compare_versions,
+    from_path,
+    latest_per_series,
+    parse_madison,
+    resolve,
+)
+from conformance.vm import FSDAX_APPEND, vng_command
+
+# Recorded from `apt-cache madison` over the private sources (bookworm, trixie, their security
+# suites, trixie-backports, sid), trimmed.
+SEC = "http://deb.debian.org/debian-security"
+MAIN = "http://deb.debian.org/debian"
+AP = "amd64 Packages"
+MADISON = f"""\
+linux-image-amd64 | 7.3.4-1~bpo13+1 | {MAIN} trixie-backports/main {AP}
+linux-image-amd64 |   7.2.13-1 | {MAIN} sid/main {AP}
+linux-image-amd64 | 6.12.118-1 | {SEC} trixie-security/main {AP}
+linux-image-amd64 | 6.12.117-1 | {MAIN} trixie/main {AP}
+linux-image-amd64 |  6.1.192-2 | {SEC} bookworm-security/main {AP}
+linux-image-amd64 |  6.1.176-1 | {MAIN} bookworm/main {AP}
+linux-image-6.1.0-50-amd64-unsigned |  6.1.176-1 | {MAIN} bookworm/main {AP}
+linux-image-6.1.0-55-amd64-unsigned |  6.1.192-1 | {SEC} bookworm-security/main {AP}
+linux-image-6.1.0-56-amd64-unsigned |  6.1.192-2 | {SEC} bookworm-security/main {AP}
+linux-image-6.1.0-56-amd64 |  6.1.192-2 | {SEC} bookworm-security/main {AP}
+linux-image-6.1.0-56-cloud-amd64-unsigned |  6.1.192-2 | {SEC} bookworm-security/main {AP}
+linux-image-6.1.0-56-rt-amd64-unsigned |  6.1.192-2 | {SEC} bookworm-security/main {AP}
+linux-image-6.12.117+deb12-amd64-unsigned | 6.12.117-1~deb12u1 | {SEC} bookworm-security/main {AP}
+linux-image-6.12.117+deb13-amd64-unsigned | 6.12.117-1 | {MAIN} trixie/main {AP}
+linux-image-6.12.117+deb13-amd64-unsigned | 6.12.117-1 | {SEC} trixie-security/main {AP}
+linux-image-6.12.118+deb13-amd64-unsigned | 6.12.118-1 | {SEC} trixie-security/main {AP}
+linux-image-6.16.12+deb13-amd64 | 6.16.12-1~bpo13+1 | {MAIN} trixie-backports/main {AP}
+linux-image-6.16.12+deb13-cloud-amd64 | 6.16.12-1~bpo13+1 | {MAIN} trixie-backports/main {AP}
+linux-image-6.19.14+deb13-amd64 | 6.19.14-1~bpo13+1 | {MAIN} trixie-backports/main {AP}
+linux-image-6.19.8+deb13-amd64 | 6.19.8-1~bpo13+1 | {MAIN} trixie-backports/main {AP}
+linux-image-7.3.4+deb13-amd64 | 7.3.4-1~bpo13+1 | {MAIN} trixie-backports/main {AP}
+linux-binary-unsigned-7.3.4+deb13-amd64 | 7.3.4-1~bpo13+1 | {MAIN} trixie-backports/main {AP}
+linux-binary-7.3.4+deb13-amd64 | 7.3.4-1~bpo13+1 | {MAIN} trixie-backports/main {AP}
+linux-modules-7.3.4+deb13-amd64 | 7.3.4-1~bpo13+1 | {MAIN} trixie-backports/main {AP}
+linux-base-7.3.4+deb13-amd64 | 7.3.4-1~bpo13+1 | {MAIN} trixie-backports/main {AP}
+linux-image-7.2.13+deb14-amd64 |   7.2.13-1 | {MAIN} sid/main {AP}
+linux-binary-7.2.13+deb14-amd64 |   7.2.13-1 | {MAIN} sid/main {AP}
+linux-modules-7.2.13+deb14-amd64 |   7.2.13-1 | {MAIN} sid/main {AP}
+linux-base-7.2.13+deb14-amd64 |   7.2.13-1 | {MAIN} sid/main {AP}
+"""
+
+
+@pytest.fixture(scope="module")
+def index() -> tuple[list[kernels.Build], dict[str, list[str]]]:
+    return parse_madison(MADISON)
+
+
+@pytest.mark.parametrize(("a", "b", "expected"), [
+    ("6.12.118-1", "6.12.117-1~deb12u1", 1),
+    ("6.12.117-1~deb12u1", "6.12.117-1", -1),
+    ("6.19.14-1~bpo13+1", "6.19.8-1~bpo13+1", 1),
+    ("6.1.192-2", "6.1.192-2", 0),
+    ("1.0~rc1-1", "1.0-1", -1),
+    ("1:0.1-1", "9.9-1", 1),
+    ("1.0a-1", "1.0+b1-1", -1),
+])
+def test_compare_versions_like_dpkg(a: str, b: str, expected: int) -> None:
+    assert compare_versions(a, b) == expected
+
+
+def test_latest_of_each_series(index) -> None:
+    latest = {s: b.version for s, b in latest_per_series(index[0]).items()}
+    assert latest == {"6.1": "6.1.192-2", "6.12": "6.12.118-1", "6.16": "6.16.12-1~bpo13+1",
+                      "6.19": "6.19.14-1~bpo13+1", "7.2": "7.2.13-1", "7.3": "7.3.4-1~bpo13+1"}
+
+
+def test_cloud_and_rt_flavours_are_not_builds(index) -> None:
+    assert all("cloud" not in n and "rt" not in n for b in index[0] for n in b.names)
+
+
+@pytest.mark.parametrize(("spec", "version", "release"), [
+    ("debian:6.1", "6.1.192-2", "6.1.0-56-amd64"),
+    ("debian:6.12", "6.12.118-1", "6.12.118+deb13-amd64"),
+    ("debian:7.3", "7.3.4-1~bpo13+1", "7.3.4+deb13-amd64"),
+    ("debian:sid", "7.2.13-1", "7.2.13+deb14-amd64"),
+    ("debian:unstable", "7.2.13-1", "7.2.13+deb14-amd64"),
+    ("debian:trixie", "6.12.118-1", "6.12.118+deb13-amd64"),
+    ("debian:bookworm", "6.1.192-2", "6.1.0-56-amd64"),
+    ("debian:trixie-backports", "7.3.4-1~bpo13+1", "7.3.4+deb13-amd64"),
+    ("debian:6.1.192-1", "6.1.192-1", "6.1.0-55-amd64"),
+    ("debian:6.12.117-1~deb12u1", "6.12.117-1~deb12u1", "6.12.117+deb12-amd64"),
+])
+def test_choose(index, spec: str, version: str, release: str) -> None:
+    build = choose(spec, *index)
+    assert (build.version, build.release) == (version, release)
+
+
+@pytest.mark.parametrize(("version", "packages"), [
+    ("6.1.192-2", ["linux-image-6.1.0-56-amd64-unsigned"]),
+    ("6.16.12-1~bpo13+1", ["linux-image-6.16.12+deb13-amd64"]),
+    ("7.3.4-1~bpo13+1", ["linux-binary-unsigned-7.3.4+deb13-amd64",
+                         "linux-modules-7.3.4+deb13-amd64", "linux-base-7.3.4+deb13-amd64"]),
+    ("7.2.13-1", ["linux-binary-7.2.13+deb14-amd64", "linux-modules-7.2.13+deb14-amd64",
+                  "linux-base-7.2.13+deb14-amd64"]),
+])
+def test_packages_to_download(index, version: str, packages: list[str]) -> None:
+    build = next(b for b in index[0] if b.version == version)
+    assert build.packages() == packages
+
+
+@pytest.mark.parametrize("spec", ["debian:5.99", "debian:6.1.158-1", "debian:buster"])
+def test_unknown_kernel_names_what_is_available(index, spec: str) -> None:
+    with pytest.raises(KernelNotFound) as e:
+        choose(spec, *index)
+    assert str(e.value) == (
+        f"unknown kernel {spec}; available: debian:6.1 (6.1.192-2), debian:6.12 (6.12.118-1), "
+        "debian:6.16 (6.16.12-1~bpo13+1), debian:6.19 (6.19.14-1~bpo13+1), "
+        "debian:7.2 (7.2.13-1), debian:7.3 (7.3.4-1~bpo13+1); suites: debian:bookworm, "
+        "debian:trixie, debian:trixie-backports, debian:sid")
+
+
+def test_private_apt_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels, "KEYRING", tmp_path / "keyring.gpg")
+    kernels.KEYRING.write_bytes(b"")
+    apt = Apt(tmp_path / "apt")
+    apt.setup()
+    sources = apt.sources.read_text().splitlines()
+    assert all(f"signed-by={tmp_path / 'keyring.gpg'}" in line for line in sources)
+    assert {line.split()[-2] for line in sources} == {
+        "bookworm", "bookworm-security", "trixie", "trixie-security", "trixie-backports", "sid"}
+    opts = apt.options()
+    assert f"Dir::Etc::sourcelist={apt.sources}" in opts
+    assert "Dir::Etc::sourceparts=-" in opts
+    assert f"Dir::State::Lists={apt.lists}" in opts
+
+
+def _bzimage(path: Path, release: str) -> None:
+    head = bytearray(0x400)
+    head[0x202:0x206] = b"HdrS"
+    head[0x20E:0x210] = struct.pack("<H", 0x300 - 0x200)
+    version = f"{release} (builder@host) #1 SMP".encode()
+    head[0x300:0x300 + len(version)] = version
+    path.write_bytes(bytes(head))
+
+
+def test_vmlinuz_path_gives_release_modules_and_config(tmp_path: Path) -> None:
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "lib" / "modules" / "6.18.0-test").mkdir(parents=True)
+    _bzimage(tmp_path / "boot" / "vmlinuz-6.18.0-test", "6.18.0-test")
+    (tmp_path / "boot" / "config-6.18.0-test").write_text("CONFIG_UDMABUF=y\n")
+    k = resolve(str(tmp_path / "boot" / "vmlinuz-6.18.0-test"))
+    assert k.release == "6.18.0-test"
+    assert k.modules_dir == tmp_path / "lib" / "modules" / "6.18.0-test"
+    assert k.config().state("CONFIG_UDMABUF") == "y"
+    assert k.config().state("CONFIG_GUP_TEST") == "n"
+
+
+def test_build_tree_boots_as_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "arch" / "x86" / "boot").mkdir(parents=True)
+    _bzimage(tmp_path / "arch" / "x86" / "boot" / "bzImage", "7.4.0-rc1+")
+    (tmp_path / ".config").write_text("CONFIG_GUP_TEST=y\n")
+    k = from_path(str(tmp_path), tmp_path)
+    assert (k.release, k.build_dir, k.config().state("CONFIG_GUP_TEST")) == (
+        "7.4.0-rc1+", tmp_path, "y")
+
+
+@pytest.mark.parametrize("content", [None, b"not a kernel"])
+def test_bad_kernel_path_is_one_line(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "vmlinuz"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(KernelNotFound) as e:
+        resolve(str(path))
+    assert "\n" not in str(e.value)
+
+
+def test_extracted_version_is_reused_without_apt(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "kernels" / "6.1.192-2"
+    (root / "lib" / "modules" / "6.1.0-56-amd64" / "kernel").mkdir(parents=True)
+    (root / "boot").mkdir()
+    monkeypatch.setattr(Apt, "run", lambda *a, **k: pytest.fail("apt was called"))
+    k = resolve("debian:6.1.192-2", cache=tmp_path)
+    assert (k.release, k.package_version) == ("6.1.0-56-amd64", "6.1.192-2")
+    assert k.vmlinuz == root / "boot" / "vmlinuz-6.1.0-56-amd64"
+
+
+KERNEL = Kernel("debian:6.12", "6.12.118+deb13-amd64", "6.12.118-1", Path("/k/boot/vmlinuz"),
+                Path("/k/lib/modules/6.12.118+deb13-amd64"), Path("/k/boot/config"))
+
+
+def test_vng_command_tcg_with_fsdax() -> None:
+    cmd = vng_command(KERNEL, "sh /r/run.sh", accel="tcg", append=[FSDAX_APPEND],
+                      rwdirs=[Path("/r")])
+    assert cmd == ["vng", "--verbose", "--force-9p", "--cpus", "2", "--memory", "2G",
+                   "--run", "/k/boot/vmlinuz", "--disable-kvm",
+                   "--append", "oops=panic", "--append", "module_blacklist=kvm,kvm_amd,kvm_intel",
+                   "--append", "memmap=512M!1G", "--rwdir", "/r", "--exec", "sh /r/run.sh"]
+
+
+def test_vng_command_kvm_and_build_dir() -> None:
+    tree = Kernel("/src/linux", "7.4.0-rc1", None, Path("/src/linux/arch/x86/boot/bzImage"),
+                  None, Path("/src/linux/.config"), build_dir=Path("/src/linux"))
+    cmd = vng_command(tree, "true", accel="kvm", memory="4G", cpus=4)
+    assert "--disable-kvm" not in cmd
+    assert not any(a.startswith("module_blacklist") for a in cmd)
+    assert cmd[cmd.index("--run") + 1] == "/src/linux"
+    assert cmd[cmd.index("--memory") + 1] == "4G" and cmd[cmd.index("--cpus") + 1] == "4"
