@@ -64,7 +64,7 @@ def test_coherence_detector_reports_a_disconnected_pin(pinhole_worker, check):
     subject = Subject(worker.backing("memfd"), worker.file_name(), "private")
     try:
         subject.prepare("hole")
-        pinned = worker.mechanism("io_uring").pin(subject.addr, subject.length, "rw")
+        pinned = worker.mechanism("io_uring").pin(subject, "rw")
         try:
             trial = checks.Trial(told, subject, pinned, worker)
             base = Baseline(subject.file_view(), b"", pinned.read())

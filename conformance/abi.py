@@ -78,6 +78,9 @@ ffi.cdef(
     /* include/uapi/linux/fs.h */
     struct file_clone_range { int64_t src_fd; uint64_t src_offset, src_length, dest_offset; };
 
+    /* include/uapi/linux/udmabuf.h */
+    struct udmabuf_create { uint32_t memfd, flags; uint64_t offset, size; };
+
     /* include/uapi/linux/loop.h */
     struct loop_info64 {
         uint64_t lo_device, lo_inode, lo_rdevice, lo_offset, lo_sizelimit;
@@ -151,6 +154,10 @@ IORING_REGISTER_BUFFERS = 0
 IORING_UNREGISTER_BUFFERS = 1
 IORING_REGISTER_PROBE = 8
 IO_URING_OP_SUPPORTED = 1 << 0
+
+# include/uapi/linux/udmabuf.h
+UDMABUF_CREATE = 0x40187542  # _IOW('u', 0x42, struct udmabuf_create)
+UDMABUF_FLAGS_CLOEXEC = 0x01
 
 # include/uapi/linux/loop.h
 LOOP_CONFIGURE = 0x4C0A

@@ -46,7 +46,7 @@ def zeropage(t: Trial, base: Baseline, effect: Effect) -> Observation:
     pagemap = t.worker.pagemap
     if not pagemap.sees_pfns():
         raise Skip(NEEDS_ROOT)
-    pages = pagemap.pages(t.subject.addr, t.subject.length)
+    pages = pagemap.pages(t.pinned.view_addr, t.subject.length)
     zero = [p for p in pages if p.zero_page]
     if zero:
         return Observation("disconnected", f"{len(zero)} of {len(pages)} pinned pages are the "
@@ -120,9 +120,10 @@ def pin_to_file(t: Trial, base: Baseline, effect: Effect) -> Observation:
     t.pinned.write(data)
     if t.pinned.read() != data:
         return Observation("disconnected", "the pinned pages lose what was written into them")
-    # The mapping still maps the pinned page unless the operation took it away (and past
-    # EOF touching it would SIGBUS).
-    mapped = None if effect.detaches else s.mapping_view()
+    # The mapping maps the pinned page unless the operation took it away (and past EOF
+    # touching it would SIGBUS), or the pin is a file pinner's and the mapping a private one.
+    follows = not effect.detaches and (t.pinned.through_mapping or not t.private)
+    mapped = s.mapping_view() if follows else None
     cached = s.file_view()
     t.pinned.release()
     how = s.persist()

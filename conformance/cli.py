@@ -81,6 +81,23 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     return results.exit_code(doc["cases"])
 
 
+def cmd_matrix(args: argparse.Namespace, pytest_args: list[str]) -> int:
+    from . import kernel_matrix, kernels
+
+    names(args.pin, "pin")
+    names(args.backing, "backing")
+    load_spec(args.spec)
+    out = out_dir(args.out)
+    selection = [*[f"--pin={p}" for p in args.pin], *[f"--backing={b}" for b in args.backing],
+                 *[f"--spec={os.path.abspath(s)}" for s in args.spec], *pytest_args]
+    try:
+        code = kernel_matrix.run(args.kernel, out.resolve(), selection, args.timeout)
+    except (kernels.KernelNotFound, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    print(f"pinhole: kernels side by side in {out}/ (matrix.md, matrix.html, diff-*.txt)")
+    return code
+
+
 def load_runs(paths: list[str]) -> list[dict]:
     try:
         return reports.merge.load_many([Path(p) for p in paths])
@@ -171,6 +188,18 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--spec", action="append", default=[], metavar="FILE",
                      help="layer a spec file over the built-in expectations")
     run.add_argument("-n", "--jobs", default="auto", help="pytest-xdist workers (default auto)")
+    mx = sub.add_parser("matrix", help="run the cases on other kernels, each in a VM "
+                        "(extra args go to pytest in the guest)")
+    mx.add_argument("--kernel", action="append", required=True, metavar="SPEC",
+                    help="debian:6.1, debian:6.12, debian:sid, an exact Debian version "
+                    "(debian:6.1.192-2), a vmlinuz path or a kernel build tree")
+    mx.add_argument("--out", metavar="DIR", help="where results go (default: a new "
+                    "directory under ./pinhole-runs)")
+    mx.add_argument("--pin", action="append", default=[], metavar="NAME")
+    mx.add_argument("--backing", action="append", default=[], metavar="NAME")
+    mx.add_argument("--spec", action="append", default=[], metavar="FILE")
+    mx.add_argument("--timeout", type=float, default=1800, metavar="SECONDS",
+                    help="time limit per kernel, boot included (default 1800)")
     pr = sub.add_parser("probe", help="what this kernel and machine can test")
     pr.add_argument("--json", action="store_true")
     ls = sub.add_parser("list", help="the matrix dimensions and number of cases")
@@ -192,12 +221,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args, rest = parser().parse_known_args(argv)
-    if rest and args.command != "run":
+    if rest and args.command not in ("run", "matrix"):
         print(f"pinhole: error: unrecognized arguments: {' '.join(rest)}", file=sys.stderr)
         return results.EXIT_USAGE
     try:
         if args.command == "run":
             return cmd_run(args, rest)
+        if args.command == "matrix":
+            return cmd_matrix(args, rest)
         commands = {"probe": cmd_probe, "list": cmd_list, "spec": cmd_spec,
                     "report": cmd_report, "diff": cmd_diff}
         return commands[args.command](args)

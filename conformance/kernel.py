@@ -40,10 +40,10 @@ def parse_config(text: str) -> dict[str, str]:
 @cache
 def config() -> KernelConfig:
     release = platform.release()
-    # The last is where pinhole's kernel cache puts it for kernels booted in a VM.
-    for path in (Path("/proc/config.gz"), Path(f"/boot/config-{release}"),
-                 Path(f"/lib/modules/{release}/build/.config"),
-                 Path(f"/lib/modules/{release}/config")):
+    # PINHOLE_KERNEL_CONFIG: set by `pinhole matrix` for the kernel it boots.
+    given = [Path(p) for p in [os.environ.get("PINHOLE_KERNEL_CONFIG")] if p]
+    for path in (*given, Path("/proc/config.gz"), Path(f"/boot/config-{release}"),
+                 Path(f"/lib/modules/{release}/build/.config")):
         try:
             raw = path.read_bytes()
         except OSError:

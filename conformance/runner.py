@@ -24,7 +24,7 @@ def observe(case: Case, worker: Worker) -> Observation:
     try:
         subject.prepare(case.state)
         try:
-            pinned = mechanism.pin(subject.addr, subject.length, case.access)
+            pinned = mechanism.pin(subject, case.access)
         except OSError as e:
             return Observation("refused", e.strerror or str(e), errno_name(e.errno))
         trial = Trial(case, subject, pinned, worker)

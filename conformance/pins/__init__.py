@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from .base import Mechanism, Pinned
 from .io_uring import IoUring
+from .udmabuf import Udmabuf
 from .vmsplice import Vmsplice
 
-MECHANISMS: dict[str, type[Mechanism]] = {cls.name: cls for cls in (IoUring, Vmsplice)}
+MECHANISMS: dict[str, type[Mechanism]] = {cls.name: cls for cls in (IoUring, Udmabuf, Vmsplice)}
 
 __all__ = ["Mechanism", "Pinned", "MECHANISMS"]

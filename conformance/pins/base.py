@@ -3,15 +3,24 @@ without going through the user mapping, so what it sees is what the device would
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ..backings.base import Availability
+
+if TYPE_CHECKING:
+    from ..subject import Subject
 
 
 class Pinned:
     """One live pin of a range."""
 
     length: int
+    # Where the pinned pages are mapped for the zeropage check: the user mapping for pins
+    # taken through it, the pinner's own mapping otherwise (a dma-buf's).
+    view_addr: int
+    # Taken through the user mapping, so the mapping maps the pinned page, MAP_PRIVATE
+    # included; a file pinner's MAP_PRIVATE mapping may map a COW copy instead.
+    through_mapping = True
 
     def read(self) -> bytes:
         """What the pinned pages hold, read by the kernel or device, not by the CPU mapping."""
@@ -40,8 +49,9 @@ class Mechanism:
     def setup(self) -> None:
         """Per-worker preparation; nothing by default."""
 
-    def pin(self, addr: int, length: int, access: str) -> Pinned:
-        """Pin [addr, addr+length); raises OSError with the kernel's errno on refusal."""
+    def pin(self, subject: Subject, access: str) -> Pinned:
+        """Pin the subject's range (its mapping, or its file for file pinners); raises
+        OSError with the kernel's errno on refusal."""
         raise NotImplementedError
 
     def close(self) -> None:

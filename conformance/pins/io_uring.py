@@ -33,6 +33,7 @@ def memlock_skip(length: int) -> Skip | None:
 class FixedBuffer(Pinned):
     def __init__(self, mech: IoUring, addr: int, length: int) -> None:
         self.mech, self.addr, self.length = mech, addr, length
+        self.view_addr = addr
         try:
             mech.ring.register_buffer(addr, length)
         except OSError as e:
@@ -77,8 +78,8 @@ class IoUring(Mechanism):
             raise Skip(uring.setup_failure(e)) from None
         self.channel = os.memfd_create("pinhole-io_uring-channel", os.MFD_CLOEXEC)
 
-    def pin(self, addr: int, length: int, access: str) -> Pinned:
-        return FixedBuffer(self, addr, length)
+    def pin(self, subject, access: str) -> Pinned:
+        return FixedBuffer(self, subject.addr, subject.length)
 
     def close(self) -> None:
         if self.ring:

@@ -39,6 +39,7 @@ class SplicedPages(Pinned):
 
     def __init__(self, addr: int, length: int) -> None:
         self.length, self.chunk = length, min(length, pipe_size())
+        self.view_addr = addr
         self.pipes: list[tuple[int, int]] = []
         try:
             for start in range(0, length, self.chunk):
@@ -85,5 +86,5 @@ class Vmsplice(Mechanism):
     def availability(self) -> Availability:
         return Availability.yes("vmsplice(2) and tee(2) are always there")
 
-    def pin(self, addr: int, length: int, access: str) -> Pinned:
-        return SplicedPages(addr, length)
+    def pin(self, subject, access: str) -> Pinned:
+        return SplicedPages(subject.addr, subject.length)

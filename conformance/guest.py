@@ -1,0 +1,61 @@
+"""What runs inside a `pinhole matrix` VM: load the drivers this kernel has, note what the
+guest can do, then run the cases.
+
+Usage (by kernel_matrix.py, in the guest): python -m conformance.guest OUT [pytest args]
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# loop for the block backings; nd_e820 + nd_pmem turn memmap= regions into /dev/pmemN;
+# rdma_rxe and udmabuf for those pin mechanisms. Each may be built in, a module, or absent.
+MODULES = ("loop", "nd_e820", "nd_pmem", "rdma_rxe", "udmabuf")
+GUEST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+GUEST_FILE = "guest.json"
+
+
+def load_modules() -> dict[str, str]:
+    modprobe = shutil.which("modprobe", path=GUEST_PATH) or "modprobe"
+    loaded = {}
+    for module in MODULES:
+        run = subprocess.run([modprobe, module], capture_output=True, text=True)
+        loaded[module] = "ok" if run.returncode == 0 else run.stderr.strip() or "failed"
+    deadline = time.monotonic() + 5
+    while loaded["nd_pmem"] == "ok" and not glob.glob("/dev/pmem*") and time.monotonic() < deadline:
+        time.sleep(0.1)  # the pmem namespaces appear asynchronously
+    return loaded
+
+
+def scratch() -> str:
+    """Loop images go to a writable tmpfs: the guest sees the host's root read-only."""
+    with open("/proc/self/mounts") as f:
+        tmpfs = [line.split()[1] for line in f if line.split()[2:3] == ["tmpfs"]]
+    for candidate in ("/tmp", "/run", "/dev/shm"):
+        if candidate in tmpfs and os.access(candidate, os.W_OK):
+            return candidate
+    return "/tmp"
+
+
+def main(argv: list[str]) -> int:
+    out, pytest_args = Path(argv[0]), argv[1:]
+    os.environ["PINHOLE_SCRATCH"] = scratch()
+    modules = load_modules()
+    # Written first: its presence tells the host the guest came up, should the kernel die.
+    (out / GUEST_FILE).write_text(json.dumps({"modules": modules}, indent=1) + "\n")
+    import pytest
+
+    root = Path(__file__).resolve().parent.parent
+    return pytest.main([str(root / "cases"), "-p", "no:cacheprovider", "-q",
+                        "--pinhole-out", str(out), *pytest_args])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
