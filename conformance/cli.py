@@ -35,6 +35,18 @@ def names(values: list[str], dimension: str) -> list[str]:
     return flat
 
 
+def dimension_args(args: argparse.Namespace) -> list[str]:
+    """--pin, --backing, ... checked against the vocabulary, as pytest options."""
+    return [f"--{d}={','.join(names(getattr(args, d), d))}" for d in VOCABULARY
+            if getattr(args, d)]
+
+
+def add_dimensions(p: argparse.ArgumentParser) -> None:
+    for d in VOCABULARY:
+        p.add_argument(f"--{d}", action="append", default=[], metavar="NAME",
+                       help=f"only these {d} values: {', '.join(VOCABULARY[d])}")
+
+
 def out_dir(requested: str | None) -> Path:
     """--out DIR, or a new directory per run under ./pinhole-runs."""
     if requested:
@@ -55,20 +67,18 @@ def out_dir(requested: str | None) -> Path:
 
 
 def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
-    pins = names(args.pin, "pin")
-    backings = names(args.backing, "backing")
+    selection = dimension_args(args)
     load_spec(args.spec)
     if not CASES.is_dir():
         raise UsageError(f"no cases at {CASES}: run pinhole from a checkout (pip install -e .)")
     out = out_dir(args.out)
     cmd = [sys.executable, "-m", "pytest", str(CASES), "-p", "no:cacheprovider",
            "-n", args.jobs, "--pinhole-out", str(out), "--junitxml", str(out / "junit.xml"),
-           *[f"--pin={p}" for p in pins], *[f"--backing={b}" for b in backings],
-           *[f"--spec={os.path.abspath(s)}" for s in args.spec], *pytest_args]
+           *selection, *[f"--spec={os.path.abspath(s)}" for s in args.spec], *pytest_args]
     code = subprocess.call(cmd, cwd=ROOT)
     doc_path = out / "results.json"
     if code == 5:
-        print("pinhole: error: no case was selected: check --pin, --backing and -k",
+        print("pinhole: error: no case was selected: check --pin, --backing, ... and -k",
               file=sys.stderr)
         return results.EXIT_HARNESS
     if code in (2, 3, 4) or not doc_path.exists():
@@ -84,12 +94,10 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
 def cmd_matrix(args: argparse.Namespace, pytest_args: list[str]) -> int:
     from . import kernel_matrix, kernels
 
-    names(args.pin, "pin")
-    names(args.backing, "backing")
+    selection = [*dimension_args(args), *[f"--spec={os.path.abspath(s)}" for s in args.spec],
+                 *pytest_args]
     load_spec(args.spec)
     out = out_dir(args.out)
-    selection = [*[f"--pin={p}" for p in args.pin], *[f"--backing={b}" for b in args.backing],
-                 *[f"--spec={os.path.abspath(s)}" for s in args.spec], *pytest_args]
     try:
         code = kernel_matrix.run(args.kernel, out.resolve(), selection, args.timeout)
     except (kernels.KernelNotFound, FileNotFoundError) as e:
@@ -183,8 +191,7 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the cases on this kernel (extra args go to pytest)")
     run.add_argument("--out", metavar="DIR", help="where results go (default: a new directory "
                      "under ./pinhole-runs)")
-    run.add_argument("--pin", action="append", default=[], metavar="NAME")
-    run.add_argument("--backing", action="append", default=[], metavar="NAME")
+    add_dimensions(run)
     run.add_argument("--spec", action="append", default=[], metavar="FILE",
                      help="layer a spec file over the built-in expectations")
     run.add_argument("-n", "--jobs", default="auto", help="pytest-xdist workers (default auto)")
@@ -195,8 +202,7 @@ def parser() -> argparse.ArgumentParser:
                     "(debian:6.1.192-2), a vmlinuz path or a kernel build tree")
     mx.add_argument("--out", metavar="DIR", help="where results go (default: a new "
                     "directory under ./pinhole-runs)")
-    mx.add_argument("--pin", action="append", default=[], metavar="NAME")
-    mx.add_argument("--backing", action="append", default=[], metavar="NAME")
+    add_dimensions(mx)
     mx.add_argument("--spec", action="append", default=[], metavar="FILE")
     mx.add_argument("--timeout", type=float, default=1800, metavar="SECONDS",
                     help="time limit per kernel, boot included (default 1800)")

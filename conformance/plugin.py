@@ -10,7 +10,7 @@ import pytest
 
 from . import hugepages, probe, results
 from .kernel import running
-from .matrix import UnknownName, universe, unknown
+from .matrix import VOCABULARY, UnknownName, universe, unknown
 from .runner import run_case
 from .spec import Spec, SpecError
 from .verdict import Result
@@ -24,10 +24,9 @@ HUGEPAGES_PER_WORKER = 6
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("pinhole")
-    g.addoption("--pin", action="append", default=[], metavar="NAME",
-                help="run only these pin mechanisms (repeat or comma-separate)")
-    g.addoption("--backing", action="append", default=[], metavar="NAME",
-                help="run only these backings (repeat or comma-separate)")
+    for dimension in VOCABULARY:
+        g.addoption(f"--{dimension}", action="append", default=[], metavar="NAME",
+                    help=f"run only these {dimension} values (repeat or comma-separate)")
     g.addoption("--spec", action="append", default=[], metavar="FILE",
                 help="layer a spec file over the built-in expectations")
     g.addoption("--pinhole-out", metavar="DIR", help="write results.json into DIR")
@@ -41,7 +40,7 @@ def selected(config: pytest.Config, dimension: str) -> list[str]:
 
 def pytest_configure(config: pytest.Config) -> None:
     try:
-        for dimension in ("pin", "backing"):
+        for dimension in VOCABULARY:
             selected(config, dimension)
         config.stash[SPEC] = Spec.load(config.getoption("spec"), universe())
     except (UnknownName, SpecError) as e:
@@ -51,7 +50,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    wanted = {d: set(selected(config, d)) for d in ("pin", "backing")}
+    wanted = {d: set(selected(config, d)) for d in VOCABULARY}
     keep, drop = [], []
     for item in items:
         case = getattr(item, "callspec", None) and item.callspec.params.get("case")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from .base import Mechanism, Pinned
 from .io_uring import IoUring
+from .rdma import Rdma
 from .udmabuf import Udmabuf
 from .vmsplice import Vmsplice
 
-MECHANISMS: dict[str, type[Mechanism]] = {cls.name: cls for cls in (IoUring, Udmabuf, Vmsplice)}
+MECHANISMS: dict[str, type[Mechanism]] = {
+    cls.name: cls for cls in (IoUring, Udmabuf, Rdma, Vmsplice)
+}
 
 __all__ = ["Mechanism", "Pinned", "MECHANISMS"]

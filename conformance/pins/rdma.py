@@ -1,0 +1,180 @@
+"""RDMA memory registration (ibv_reg_mr → ib_umem_get(), FOLL_LONGTERM) with rdma-core's
+pyverbs on the rxe soft-RoCE driver.
+
+Access 'ro' registers with IBV_ACCESS_REMOTE_READ only: a read-only long-term pin, the case
+nearest the zeropage hazard. Access 'rw' adds LOCAL_WRITE and REMOTE_WRITE (FOLL_WRITE). The
+pinned pages are observed with RDMA READ and changed with RDMA WRITE over an RC queue pair
+connected to itself, so what is checked is what the device moves. pinhole creates an rxe link
+on loopback when there is no RDMA device and deletes only the one it created.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import os
+import shutil
+import subprocess
+from types import SimpleNamespace
+
+from ..backings.base import Availability
+from ..errors import SetupFailed
+from .base import Mechanism, Pinned
+
+LINK = "pinhole_rxe0"
+PORT = 1
+GUEST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def devices() -> list[str]:
+    return sorted(os.path.basename(p) for p in glob.glob("/sys/class/infiniband/*"))
+
+
+def _verbs() -> SimpleNamespace:
+    """pyverbs, imported late: only the distro's build works (see the README)."""
+    import pyverbs.enums as e
+    from pyverbs.addr import AHAttr, GlobalRoute
+    from pyverbs.cq import CQ
+    from pyverbs.device import Context
+    from pyverbs.mr import MR
+    from pyverbs.pd import PD
+    from pyverbs.pyverbs_error import PyverbsRDMAError
+    from pyverbs.qp import QP, QPAttr, QPCap, QPInitAttr
+    from pyverbs.wr import SGE, SendWR
+
+    return SimpleNamespace(e=e, AHAttr=AHAttr, GlobalRoute=GlobalRoute, CQ=CQ, Context=Context,
+                           MR=MR, PD=PD, Error=PyverbsRDMAError, QP=QP, QPAttr=QPAttr,
+                           QPCap=QPCap, QPInitAttr=QPInitAttr, SGE=SGE, SendWR=SendWR)
+
+
+def as_oserror(exc: Exception, what: str) -> OSError:
+    """pyverbs errors carry the kernel's errno; verdicts compare errno names."""
+    code = getattr(exc, "error_code", 0) or errno.EIO
+    return OSError(code, f"{what}: {errno.errorcode.get(code, code)} ({exc})")
+
+
+class MemoryRegion(Pinned):
+    def __init__(self, mech: Rdma, addr: int, length: int, access: str) -> None:
+        v = mech.v
+        self.mech, self.addr, self.length, self.view_addr = mech, addr, length, addr
+        flags = v.e.IBV_ACCESS_REMOTE_READ
+        if access == "rw":
+            flags |= v.e.IBV_ACCESS_LOCAL_WRITE | v.e.IBV_ACCESS_REMOTE_WRITE
+        try:
+            self.mr = v.MR(mech.pd, length, flags, address=addr)
+        except v.Error as exc:
+            raise as_oserror(exc, f"ibv_reg_mr({access})") from None
+
+    def _transfer(self, opcode: int) -> None:
+        """One signalled RDMA READ or WRITE between the local buffer and the pinned MR."""
+        m = self.mech
+        e = m.v.e
+        sge = m.v.SGE(m.local.buf, self.length, m.local.lkey)
+        wr = m.v.SendWR(opcode=opcode, num_sge=1, sg=[sge], send_flags=e.IBV_SEND_SIGNALED)
+        wr.set_wr_rdma(self.mr.rkey, self.addr)
+        m.qp.post_send(wr)
+        while True:
+            polled, wcs = m.cq.poll()
+            if polled:
+                break
+        if wcs[0].status != e.IBV_WC_SUCCESS:
+            raise OSError(errno.EIO, f"RDMA completion status {wcs[0].status}")
+
+    def read(self) -> bytes:
+        self._transfer(self.mech.v.e.IBV_WR_RDMA_READ)
+        return self.mech.local.read(self.length, 0)
+
+    def write(self, data: bytes) -> None:
+        self.mech.local.write(data, len(data))
+        self._transfer(self.mech.v.e.IBV_WR_RDMA_WRITE)
+
+    def release(self) -> None:
+        if self.mr is not None:
+            self.mr.close()
+            self.mr = None
+
+
+class Rdma(Mechanism):
+    name = "rdma"
+    access = ("ro", "rw")
+    created = False
+    local_size = 2 << 20  # the largest pinned range: one 2 MiB huge page
+
+    def availability(self) -> Availability:
+        try:
+            _verbs()
+        except ImportError:
+            return Availability.no("needs the distro's pyverbs: apt-get install python3-pyverbs "
+                                   "ibverbs-providers (Fedora: python3-pyverbs), in a venv made "
+                                   "with --system-site-packages")
+        if devices():
+            return Availability.yes(f"RDMA devices: {' '.join(devices())}")
+        if not (os.path.exists("/sys/module/rdma_rxe") and self._rdma_tool()):
+            return Availability.no("no RDMA device: modprobe rdma_rxe (and iproute2's rdma), "
+                                   "or boot a kernel with it (`pinhole matrix`)")
+        if os.geteuid() != 0:
+            return Availability.no("needs root to add an rxe link: rdma link add rxe0 type rxe "
+                                   "netdev lo")
+        return Availability.yes(f"pinhole adds {LINK} on lo")
+
+    @staticmethod
+    def _rdma_tool() -> str | None:
+        return shutil.which("rdma", path=f"{os.environ.get('PATH', '')}:{GUEST_PATH}")
+
+    def setup(self) -> None:
+        if not devices():
+            run = subprocess.run([self._rdma_tool() or "rdma", "link", "add", LINK, "type",
+                                  "rxe", "netdev", "lo"], capture_output=True, text=True)
+            if run.returncode:
+                raise SetupFailed(f"rdma link add {LINK} failed: {run.stderr.strip()}")
+            self.created = True
+        self.v = v = _verbs()
+        e = v.e
+        self.ctx = v.Context(name=devices()[0])
+        self.pd = v.PD(self.ctx)
+        self.cq = v.CQ(self.ctx, 4)
+        cap = v.QPCap(max_send_wr=2, max_recv_wr=2, max_send_sge=1, max_recv_sge=1)
+        self.qp = v.QP(self.pd, v.QPInitAttr(qp_type=e.IBV_QPT_RC, scq=self.cq, rcq=self.cq,
+                                             cap=cap))
+        self.local = v.MR(self.pd, self.local_size, e.IBV_ACCESS_LOCAL_WRITE)
+        self._connect_to_itself()
+
+    def _connect_to_itself(self) -> None:
+        v, e = self.v, self.v.e
+        index, gid = self._gid()
+        attr = v.QPAttr(qp_state=e.IBV_QPS_INIT)
+        attr.qp_access_flags = (e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_READ
+                                | e.IBV_ACCESS_REMOTE_WRITE)
+        attr.port_num = PORT
+        attr.path_mtu = e.IBV_MTU_1024
+        attr.dest_qp_num = self.qp.qp_num
+        attr.rq_psn = attr.sq_psn = 0
+        attr.max_rd_atomic = attr.max_dest_rd_atomic = 1
+        attr.min_rnr_timer, attr.timeout, attr.retry_cnt, attr.rnr_retry = 12, 14, 7, 7
+        attr.ah_attr = v.AHAttr(port_num=PORT, is_global=1,
+                                grh=v.GlobalRoute(dgid=gid, sgid_index=index))
+        self.qp.to_rts(attr)
+
+    def _gid(self):
+        """The first usable GID of the port (rxe on lo has no link-local one)."""
+        for index in range(16):
+            try:
+                gid = self.ctx.query_gid(PORT, index)
+            except Exception:
+                break
+            if str(gid).strip("0:"):
+                return index, gid
+        raise SetupFailed(f"no usable GID on {devices()[0]} port {PORT}")
+
+    def pin(self, subject, access: str) -> Pinned:
+        return MemoryRegion(self, subject.addr, subject.length, access)
+
+    def close(self) -> None:
+        for name in ("local", "qp", "cq", "pd", "ctx"):
+            part = getattr(self, name, None)
+            if part is not None:
+                part.close()
+        if self.created:
+            subprocess.run([self._rdma_tool() or "rdma", "link", "delete", LINK],
+                           capture_output=True)
+            self.created = False
