@@ -78,6 +78,9 @@ ffi.cdef(
     /* include/uapi/linux/fs.h */
     struct file_clone_range { int64_t src_fd; uint64_t src_offset, src_length, dest_offset; };
 
+    /* mm/gup_test.h (not uapi: the kernel's test interface) */
+    struct pin_longterm_test { uint64_t addr, size; uint32_t flags; };
+
     /* include/uapi/linux/udmabuf.h */
     struct udmabuf_create { uint32_t memfd, flags; uint64_t offset, size; };
 
@@ -154,6 +157,12 @@ IORING_REGISTER_BUFFERS = 0
 IORING_UNREGISTER_BUFFERS = 1
 IORING_REGISTER_PROBE = 8
 IO_URING_OP_SUPPORTED = 1 << 0
+
+# mm/gup_test.h
+PIN_LONGTERM_TEST_START = 0x40186707  # _IOW('g', 7, struct pin_longterm_test)
+PIN_LONGTERM_TEST_STOP = 0x6708  # _IO('g', 8)
+PIN_LONGTERM_TEST_READ = 0x40086709  # _IOW('g', 9, __u64)
+PIN_LONGTERM_TEST_FLAG_USE_WRITE = 1
 
 # include/uapi/linux/udmabuf.h
 UDMABUF_CREATE = 0x40187542  # _IOW('u', 0x42, struct udmabuf_create)

@@ -73,7 +73,7 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         raise UsageError(f"no cases at {CASES}: run pinhole from a checkout (pip install -e .)")
     out = out_dir(args.out)
     cmd = [sys.executable, "-m", "pytest", str(CASES), "-p", "no:cacheprovider",
-           "-n", args.jobs, "--pinhole-out", str(out), "--junitxml", str(out / "junit.xml"),
+           "-n", args.jobs, f"--pinhole-out={out}", "--junitxml", str(out / "junit.xml"),
            *selection, *[f"--spec={os.path.abspath(s)}" for s in args.spec], *pytest_args]
     code = subprocess.call(cmd, cwd=ROOT)
     doc_path = out / "results.json"

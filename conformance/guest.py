@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
 
     root = Path(__file__).resolve().parent.parent
     return pytest.main([str(root / "cases"), "-p", "no:cacheprovider", "-q",
-                        "--pinhole-out", str(out), *pytest_args])
+                        f"--pinhole-out={out}", *pytest_args])
 
 
 if __name__ == "__main__":

@@ -79,11 +79,12 @@ def unknown(dimension: str, names: list[str]) -> None:
 
 
 def cross(pins: dict[str, tuple[str, ...]], backings: list[str],
-          states: tuple[str, ...], mutations: tuple[str, ...] = MUTATIONS) -> list[Case]:
+          states: tuple[str, ...], mutations: tuple[str, ...] = MUTATIONS,
+          read_only: frozenset[str] = frozenset()) -> list[Case]:
     """Every case of the given pins (name → access modes) over the given backings.
 
     Pin checks run once per start state with no mutation; coherence checks run after every
-    mutation; a read-only pin has no writes through it.
+    mutation; a read-only pin, or a pin in `read_only`, has no writes through it.
     """
     out = []
     for pin, accesses in pins.items():
@@ -95,7 +96,8 @@ def cross(pins: dict[str, tuple[str, ...]], backings: list[str],
                             for check in CHECKS:
                                 if check in PIN_CHECKS and mutation != "none":
                                     continue
-                                if access == "ro" and writes_through_pin(check, mutation):
+                                no_writes = access == "ro" or pin in read_only
+                                if no_writes and writes_through_pin(check, mutation):
                                     continue
                                 out.append(Case(pin, backing, mapping, access, state,
                                                 mutation, check))
@@ -107,7 +109,9 @@ def cases_for(pin: str) -> list[Case]:
     from .backings import BACKINGS
     from .pins import MECHANISMS
 
-    return cross({pin: MECHANISMS[pin].access}, list(BACKINGS), STATES)
+    mech = MECHANISMS[pin]
+    return cross({pin: mech.access}, list(BACKINGS), STATES,
+                 read_only=frozenset() if mech.writable else frozenset({pin}))
 
 
 def universe() -> list[Case]:

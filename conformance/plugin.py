@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from . import hugepages, probe, results
+from .backings import BACKINGS
 from .kernel import running
-from .matrix import VOCABULARY, UnknownName, universe, unknown
+from .matrix import VOCABULARY, Case, UnknownName, universe, unknown
+from .pins import MECHANISMS
 from .runner import run_case
 from .spec import Spec, SpecError
 from .verdict import Result
@@ -52,14 +54,34 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     wanted = {d: set(selected(config, d)) for d in VOCABULARY}
     keep, drop = [], []
+    missing = Missing()
     for item in items:
         case = getattr(item, "callspec", None) and item.callspec.params.get("case")
         ok = case is None or all(not names or getattr(case, d) in names
                                  for d, names in wanted.items())
         (keep if ok else drop).append(item)
+        why = ok and case and missing(case)
+        if why:  # skipped without running: what this machine lacks does not change mid-run
+            item.add_marker(pytest.mark.skip(reason=why))
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+class Missing:
+    """Why a case's pin mechanism or backing is unavailable here, asked once per name."""
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, str | None] = {}
+
+    def __call__(self, case) -> str | None:
+        return self._why(case.pin, MECHANISMS) or self._why(case.backing, BACKINGS)
+
+    def _why(self, name: str, registry: dict) -> str | None:
+        if name not in self.reasons:
+            available = registry[name]().availability()
+            self.reasons[name] = None if available.ok else available.reason
+        return self.reasons[name]
 
 
 @pytest.fixture(scope="session")
@@ -131,16 +153,21 @@ class Controller:
                 self.progress.record(records[0])
             return
         case_id = report.nodeid.rsplit("[", 1)[-1].rstrip("]") if "[" in report.nodeid else None
-        if records or case_id is None or case_id in self.cases or not report.failed:
+        if records or case_id is None or case_id in self.cases:
             return
-        from .matrix import Case
         try:
             case = Case.from_id(case_id)
         except (ValueError, UnknownName):
             return
-        why = str(report.longrepr).strip().splitlines()[-1:] or ["unknown"]
-        self.cases[case_id] = Result(case, "error", reason=f"the case broke in {report.when}: "
-                                     f"{why[0][:500]}").as_dict()
+        if report.skipped and report.when == "setup":  # skipped at collection: see Missing
+            reason = report.longrepr[2].removeprefix("Skipped: ")
+            self.cases[case_id] = Result(case, "skip", reason=reason).as_dict()
+        elif report.failed:
+            why = str(report.longrepr).strip().splitlines()[-1:] or ["unknown"]
+            self.cases[case_id] = Result(case, "error", reason=f"the case broke in "
+                                         f"{report.when}: {why[0][:500]}").as_dict()
+        else:
+            return
         if self.progress:
             self.progress.record(self.cases[case_id])
 

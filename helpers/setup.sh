@@ -10,8 +10,13 @@ if [ "$(id -u)" != 0 ]; then
     exit 2
 fi
 
-DEBIAN="python3 python3-venv python3-pip e2fsprogs xfsprogs btrfs-progs util-linux kmod"
-FEDORA="python3 python3-pip e2fsprogs xfsprogs btrfs-progs util-linux kmod"
+# The host suite; RDMA (the distro's pyverbs, rxe provider, iproute2's rdma); the kernel
+# matrix (qemu, busybox and kmod for virtme-ng, the archive keyring for private apt).
+DEBIAN="python3 python3-venv python3-pip e2fsprogs xfsprogs btrfs-progs util-linux kmod
+        python3-pyverbs rdma-core ibverbs-providers iproute2
+        qemu-system-x86 busybox-static debian-archive-keyring"
+FEDORA="python3 python3-pip e2fsprogs xfsprogs btrfs-progs util-linux kmod
+        python3-pyverbs rdma-core libibverbs iproute qemu-system-x86 busybox"
 
 if command -v apt-get >/dev/null; then
     missing=$(for p in $DEBIAN; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
@@ -31,5 +36,5 @@ fi
 if [ ! -x .venv/bin/python ]; then
     /usr/bin/python3 -m venv --system-site-packages .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,matrix]'
 echo "pinhole is installed in .venv: .venv/bin/pinhole probe"

@@ -42,6 +42,8 @@ class Mechanism:
     # Access modes it can pin with: 'ro' (FOLL_LONGTERM without FOLL_WRITE) and/or 'rw'.
     access: ClassVar[tuple[str, ...]]
     longterm: ClassVar[bool] = True
+    # Whether data can be written through its pins (gup_test only reads them).
+    writable: ClassVar[bool] = True
 
     def availability(self) -> Availability:
         raise NotImplementedError

@@ -82,6 +82,7 @@ class Vmsplice(Mechanism):
     name = "vmsplice"
     access = ("ro",)
     longterm = False
+    writable = False
 
     def availability(self) -> Availability:
         return Availability.yes("vmsplice(2) and tee(2) are always there")
