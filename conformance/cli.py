@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -98,6 +99,8 @@ def cmd_matrix(args: argparse.Namespace, pytest_args: list[str]) -> int:
                  *pytest_args]
     load_spec(args.spec)
     out = out_dir(args.out)
+    # SIGTERM unwinds like Ctrl-C, so a running VM is stopped rather than orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         code = kernel_matrix.run(args.kernel, out.resolve(), selection, args.timeout)
     except (kernels.KernelNotFound, FileNotFoundError) as e:

@@ -19,10 +19,11 @@ from .matrix import Case
 from .verdict import Result
 
 ROOT = Path(__file__).resolve().parent.parent
-# Two memmap regions become /dev/pmem0 and /dev/pmem1: one for ext4-dax, one for xfs-dax
-# (mkfs.xfs wants 300 MiB). 3 GiB of guest memory leaves 2 GiB of RAM around them.
-PMEM_APPEND = ("memmap=512M!1G", "memmap=512M!1536M")
-GUEST_MEMORY = "3G"
+# Two memmap regions become /dev/pmem0 and /dev/pmem1, one per dax backing (mkfs.xfs wants
+# 300 MiB); adjacent regions would merge into one, hence the gap. Below 2 GiB, where q35 puts
+# low memory for a 4 GiB guest, which keeps 3 GiB of RAM.
+PMEM_APPEND = ("memmap=512M!768M", "memmap=512M!1408M")
+GUEST_MEMORY = "4G"
 CONFIGS = ("CONFIG_FS_DAX", "CONFIG_BLK_DEV_PMEM", "CONFIG_RDMA_RXE", "CONFIG_UDMABUF",
            "CONFIG_GUP_TEST", "CONFIG_IO_URING", "CONFIG_TRANSPARENT_HUGEPAGE")
 

@@ -96,15 +96,23 @@ def _run_vng(cmd: list[str], timeout: float, console: Path) -> tuple[int | None,
             rc: int | None = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             rc = None
-            # SIGINT first: vng then exits through its atexit cleanup of /tmp/virtme_ret*.
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            _stop_group(proc)
+        except BaseException:  # Ctrl-C or SIGTERM of pinhole: the VM goes with it
+            _stop_group(proc)
+            raise
         _wait_group_gone(proc.pid)
     return rc, time.monotonic() - start
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGINT first (vng then cleans up its /tmp/virtme_ret* file), SIGKILL after 5 s."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    _wait_group_gone(proc.pid)
 
 
 def _wait_group_gone(pgid: int, limit: float = 5.0) -> None:
