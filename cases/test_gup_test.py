@@ -1,11 +1,8 @@
 """The kernel's gup_test long-term pins (CONFIG_GUP_TEST), read-only and read-write, observed
 with PIN_LONGTERM_TEST_READ: the same matrix as the other pins, where the kernel has it."""
 
-import pytest
-
-from conformance.matrix import cases_for
+PIN = "gup_test"
 
 
-@pytest.mark.parametrize("case", cases_for("gup_test"), ids=str)
 def test_gup_test(case, pinhole):
     pinhole(case)

@@ -1,11 +1,8 @@
 """udmabuf over memfd ranges (memfd_pin_folios() on new kernels): admission by backing, no
 pinned zeropage, and coherence through the dma-buf's own mapping after every mutation."""
 
-import pytest
-
-from conformance.matrix import cases_for
+PIN = "udmabuf"
 
 
-@pytest.mark.parametrize("case", cases_for("udmabuf"), ids=str)
 def test_udmabuf(case, pinhole):
     pinhole(case)

@@ -11,7 +11,7 @@ import pytest
 from . import hugepages, probe, results
 from .backings import BACKINGS
 from .kernel import running
-from .matrix import VOCABULARY, Case, UnknownName, universe, unknown
+from .matrix import VOCABULARY, Case, UnknownName, cases_for, universe, unknown
 from .pins import MECHANISMS
 from .runner import run_case
 from .spec import Spec, SpecError
@@ -19,6 +19,7 @@ from .verdict import Result
 from .worker import Worker
 
 SPEC = pytest.StashKey[Spec]()
+MISSING = pytest.StashKey["Missing"]()
 RECORD = "pinhole"
 # Hugepages per worker: a three-page file, a private copy, a copy source, and one spare.
 HUGEPAGES_PER_WORKER = 6
@@ -51,21 +52,21 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(Controller(config), "pinhole-controller")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    wanted = {d: set(selected(config, d)) for d in VOCABULARY}
-    keep, drop = [], []
-    missing = Missing()
-    for item in items:
-        case = getattr(item, "callspec", None) and item.callspec.params.get("case")
-        ok = case is None or all(not names or getattr(case, d) in names
-                                 for d, names in wanted.items())
-        (keep if ok else drop).append(item)
-        why = ok and case and missing(case)
-        if why:  # skipped without running: what this machine lacks does not change mid-run
-            item.add_marker(pytest.mark.skip(reason=why))
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A case module names its pin (PIN = "io_uring"); its cases are that pin's matrix,
+    narrowed by --pin, --backing, ... before any item exists (collection is costly in a VM)."""
+    pin = getattr(metafunc.module, "PIN", None)
+    if pin is None or "case" not in metafunc.fixturenames:
+        return
+    wanted = {d: set(selected(metafunc.config, d)) for d in VOCABULARY}
+    missing = metafunc.config.stash.setdefault(MISSING, Missing())
+    params = []
+    for case in cases_for(pin):
+        if all(not names or getattr(case, d) in names for d, names in wanted.items()):
+            why = missing(case)  # what this machine lacks does not change mid-run
+            params.append(pytest.param(case, id=case.id,
+                                       marks=[pytest.mark.skip(reason=why)] if why else []))
+    metafunc.parametrize("case", params)
 
 
 class Missing:
