@@ -133,7 +133,8 @@ class Controller:
         self.started = time.time()
         self.reservation: hugepages.Reservation | None = None
         out = config.getoption("pinhole_out")
-        self.progress = results.Progress(Path(out)) if out else None
+        self.progress = (results.Progress(Path(out), running().as_dict(), self.started)
+                         if out else None)
 
     def pytest_runtest_logstart(self, nodeid: str, location: tuple) -> None:
         if self.progress and "[" in nodeid:

@@ -65,9 +65,10 @@ class Progress:
     so a run that dies (a killed worker, a kernel panic) keeps what finished and names what
     was running."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, kernel: dict, started: float) -> None:
         out.mkdir(parents=True, exist_ok=True)
-        self._f = open(out / PROGRESS, "a", buffering=1)  # noqa: SIM115 - open for the run
+        self._f = open(out / PROGRESS, "w", buffering=1)  # noqa: SIM115 - open for the run
+        self._f.write(json.dumps({"run": {"kernel": kernel, "started": started}}) + "\n")
 
     def begin(self, case_id: str) -> None:
         self._f.write(json.dumps({"begin": case_id}) + "\n")
@@ -81,6 +82,13 @@ class Progress:
 
 def recover(out: Path) -> tuple[list[dict], list[str]]:
     """From progress.jsonl: the finished cases, and the ids that began but never finished."""
+    _, cases, begun = read_progress(out)
+    return cases, begun
+
+
+def read_progress(out: Path) -> tuple[dict, list[dict], list[str]]:
+    """progress.jsonl as (its run header, finished cases, ids cut off)."""
+    header: dict = {}
     cases: dict[str, dict] = {}
     begun: list[str] = []
     try:
@@ -96,7 +104,21 @@ def recover(out: Path) -> tuple[list[dict], list[str]]:
             begun.append(entry["begin"])
         elif "case" in entry:
             cases[entry["case"]["id"]] = entry["case"]
-    return list(cases.values()), [i for i in dict.fromkeys(begun) if i not in cases]
+        elif "run" in entry:
+            header = entry["run"]
+    return header, list(cases.values()), [i for i in dict.fromkeys(begun) if i not in cases]
+
+
+def salvage(out: Path) -> dict:
+    """The document of a run that died before writing results.json: what finished, plus
+    the cases it was running, named in cut_off."""
+    header, cases, cut_off = read_progress(out)
+    if not header:
+        raise ValueError(f"{out}: no results.json and no progress.jsonl of a pinhole run")
+    finished = max((header["started"], out.joinpath(PROGRESS).stat().st_mtime))
+    doc = document(cases, header["kernel"], {}, header["started"], finished)
+    doc["cut_off"] = cut_off
+    return doc
 
 
 def load(path: Path) -> dict:

@@ -15,6 +15,7 @@ import glob
 import os
 import shutil
 import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 from ..backings.base import Availability
@@ -22,6 +23,7 @@ from ..errors import SetupFailed
 from .base import Mechanism, Pinned
 
 LINK = "pinhole_rxe0"
+IPV4_MAPPED = "0000:0000:0000:0000:0000:ffff:"
 PORT = 1
 GUEST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -151,20 +153,22 @@ class Rdma(Mechanism):
         attr.rq_psn = attr.sq_psn = 0
         attr.max_rd_atomic = attr.max_dest_rd_atomic = 1
         attr.min_rnr_timer, attr.timeout, attr.retry_cnt, attr.rnr_retry = 12, 14, 7, 7
+        # The keyword is gr, whatever the docstring says (rdma-core 44).
         attr.ah_attr = v.AHAttr(port_num=PORT, is_global=1,
-                                grh=v.GlobalRoute(dgid=gid, sgid_index=index))
+                                gr=v.GlobalRoute(dgid=gid, sgid_index=index))
         self.qp.to_rts(attr)
 
     def _gid(self):
-        """The first usable GID of the port (rxe on lo has no link-local one)."""
-        for index in range(16):
-            try:
-                gid = self.ctx.query_gid(PORT, index)
-            except Exception:
-                break
-            if str(gid).strip("0:"):
-                return index, gid
-        raise SetupFailed(f"no usable GID on {devices()[0]} port {PORT}")
+        """A routable GID of the port: on lo the IPv4-mapped 127.0.0.1 one, never the
+        fe80:: one rxe derives from lo's all-zero MAC (RTR then fails: ENETUNREACH)."""
+        table = Path(f"/sys/class/infiniband/{devices()[0]}/ports/{PORT}/gids")
+        gids = {int(p.name): p.read_text().strip() for p in table.iterdir()}
+        usable = sorted((not g.startswith(IPV4_MAPPED), i) for i, g in gids.items()
+                        if g.strip("0:") and not g.startswith("fe80"))
+        if not usable:
+            raise SetupFailed(f"no routable GID on {devices()[0]} port {PORT}: {gids}")
+        index = usable[0][1]
+        return index, self.ctx.query_gid(PORT, index)
 
     def pin(self, subject, access: str) -> Pinned:
         return MemoryRegion(self, subject.addr, subject.length, access)

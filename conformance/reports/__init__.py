@@ -33,4 +33,6 @@ def summary(docs: list[dict]) -> str:
     for doc in docs:
         lines.append(f"{about.kernel(doc)}:" if len(docs) > 1 else about.kernel(doc))
         lines += [("  " if len(docs) > 1 else "") + line for line in results.summary(doc["cases"])]
+        if doc.get("cut_off"):
+            lines.append(f"cut off, running when the run died: {', '.join(doc['cut_off'])}")
     return "\n".join(lines) + "\n"

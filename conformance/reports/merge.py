@@ -34,6 +34,10 @@ def load_many(paths: list[Path]) -> list[dict]:
     """Read and check each file (a directory means its results.json), merge by kernel."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for path in paths:
-        doc = results.load(resolve(Path(path)))
+        path = Path(path)
+        if path.is_dir() and not (path / "results.json").exists():
+            doc = results.salvage(path)  # a run that was killed: what it finished
+        else:
+            doc = results.load(resolve(path))
         groups.setdefault(kernel_key(doc), []).append(doc)
     return [merge(docs) for docs in groups.values()]
