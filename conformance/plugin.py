@@ -165,9 +165,16 @@ class Controller:
             reason = report.longrepr[2].removeprefix("Skipped: ")
             self.cases[case_id] = Result(case, "skip", reason=reason).as_dict()
         elif report.failed:
-            why = str(report.longrepr).strip().splitlines()[-1:] or ["unknown"]
-            self.cases[case_id] = Result(case, "error", reason=f"the case broke in "
-                                         f"{report.when}: {why[0][:500]}").as_dict()
+            text = str(report.longrepr)
+            why = text.strip().splitlines()[-1:] or ["unknown"]
+            limit = self.config.getoption("timeout", None) or self.config.getini("timeout")
+            if "Timeout" in text:
+                reason = f"TIMEOUT: longer than {limit} s (pytest-timeout), stopped at {why[0]}"
+            elif "crashed" in text:
+                reason = f"the worker running this case died (killed, or by a signal): {why[0]}"
+            else:
+                reason = f"the case broke in {report.when}: {why[0][:500]}"
+            self.cases[case_id] = Result(case, "error", reason=reason).as_dict()
         else:
             return
         if self.progress:

@@ -94,7 +94,7 @@ def read_progress(out: Path) -> tuple[dict, list[dict], list[str]]:
     try:
         lines = (out / PROGRESS).read_text().splitlines()
     except OSError:
-        return [], []
+        return {}, [], []
     for line in lines:
         try:
             entry = json.loads(line)

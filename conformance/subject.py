@@ -47,8 +47,12 @@ class Subject:
                 read_mem(self.addr + off, 1)
 
     def map(self) -> None:
+        self.addr = self._mmap(self.length, self.flags, self.offset)
+
+    def _mmap(self, length: int, flags: int, offset: int) -> int:
+        """mmap of this file; a hugetlb pool that has run dry is a skip, not a kernel finding."""
         try:
-            self.addr = mmap(self.length, PROT_READ | PROT_WRITE, self.flags, self.fd, self.offset)
+            return mmap(length, PROT_READ | PROT_WRITE, flags, self.fd, offset)
         except OSError as e:
             if e.errno == errno.ENOMEM and self.backing.hugetlb:
                 raise Skip("no free 2 MiB hugepage to map: raise vm.nr_hugepages") from None
@@ -73,7 +77,7 @@ class Subject:
             os.ftruncate(self.fd, offset + len(data))
         start = offset - offset % self.page
         span = -(-(offset + len(data) - start) // self.page) * self.page
-        addr = mmap(span, PROT_READ | PROT_WRITE, MAP_SHARED, self.fd, start)
+        addr = self._mmap(span, MAP_SHARED, start)
         try:
             write_mem(addr + offset - start, data)
         finally:
