@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import results
+
 # loop for the block backings; nd_e820 + nd_pmem turn memmap= regions into /dev/pmemN;
 # rdma_rxe and udmabuf for those pin mechanisms. Each may be built in, a module, or absent.
 MODULES = ("loop", "nd_e820", "nd_pmem", "rdma_rxe", "udmabuf")
@@ -47,6 +49,7 @@ def scratch() -> str:
 def main(argv: list[str]) -> int:
     out, pytest_args = Path(argv[0]), argv[1:]
     os.environ["PINHOLE_SCRATCH"] = scratch()
+    os.environ[results.SYNC_ENV] = "1"  # progress must survive a panic of this kernel
     modules = load_modules()
     # Written first: its presence tells the host the guest came up, should the kernel die.
     (out / GUEST_FILE).write_text(json.dumps({"modules": modules}, indent=1) + "\n")

@@ -58,6 +58,7 @@ def write(out: Path, doc: dict) -> Path:
 
 
 PROGRESS = "progress.jsonl"
+SYNC_ENV = "PINHOLE_SYNC_PROGRESS"
 
 
 class Progress:
@@ -68,13 +69,20 @@ class Progress:
     def __init__(self, out: Path, kernel: dict, started: float) -> None:
         out.mkdir(parents=True, exist_ok=True)
         self._f = open(out / PROGRESS, "w", buffering=1)  # noqa: SIM115 - open for the run
-        self._f.write(json.dumps({"run": {"kernel": kernel, "started": started}}) + "\n")
+        # In a VM the file is on 9p, cached in the guest: a panic would lose what is not synced.
+        self._sync = bool(os.environ.get(SYNC_ENV))
+        self._write({"run": {"kernel": kernel, "started": started}})
+
+    def _write(self, entry: dict) -> None:
+        self._f.write(json.dumps(entry) + "\n")
+        if self._sync:
+            os.fsync(self._f.fileno())
 
     def begin(self, case_id: str) -> None:
-        self._f.write(json.dumps({"begin": case_id}) + "\n")
+        self._write({"begin": case_id})
 
     def record(self, case: dict) -> None:
-        self._f.write(json.dumps({"case": case}) + "\n")
+        self._write({"case": case})
 
     def close(self) -> None:
         self._f.close()
