@@ -51,7 +51,7 @@ def peak_rss(proc: psutil.Process, stop: threading.Event, peak: list[int]) -> No
 def setup_seconds() -> float:
     """What one worker spends making and mounting its filesystems, measured directly."""
     total = 0.0
-    for name, cls in BACKINGS.items():
+    for cls in BACKINGS.values():
         backing = cls()
         if not backing.availability().ok:
             continue
@@ -128,7 +128,8 @@ def main() -> int:
         host.append(r)
     report = {
         "machine": f"{platform.node()}: {os.cpu_count()} cores, "
-                   f"{round(psutil.virtual_memory().total / 2**30)} GiB, kernel {platform.release()}",
+                   f"{round(psutil.virtual_memory().total / 2**30)} GiB, "
+                   f"kernel {platform.release()}",
         "setup_per_worker_s": round(setup, 3), "host": host,
         "matrix": [matrix_run(spec) for spec in args.matrix],
     }
