@@ -38,14 +38,16 @@ def names(values: list[str], dimension: str) -> list[str]:
 
 def dimension_args(args: argparse.Namespace) -> list[str]:
     """--pin, --backing, ... checked against the vocabulary, as pytest options."""
-    return [f"--{d}={','.join(names(getattr(args, d), d))}" for d in VOCABULARY
-            if getattr(args, d)]
+    shard = [f"--shard={args.shard}"] if args.shard else []
+    return shard + [f"--{d}={','.join(names(getattr(args, d), d))}" for d in VOCABULARY
+                    if getattr(args, d)]
 
 
 def add_dimensions(p: argparse.ArgumentParser) -> None:
     for d in VOCABULARY:
         p.add_argument(f"--{d}", action="append", default=[], metavar="NAME",
                        help=f"only these {d} values: {', '.join(VOCABULARY[d])}")
+    p.add_argument("--shard", metavar="K/N", help="only the K-th of N slices of the cases")
 
 
 def out_dir(requested: str | None) -> Path:
@@ -72,7 +74,7 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     load_spec(args.spec)
     if not CASES.is_dir():
         raise UsageError(f"no cases at {CASES}: run pinhole from a checkout (pip install -e .)")
-    out = out_dir(args.out)
+    out = out_dir(args.out).resolve()  # pytest runs from the checkout, not from here
     cmd = [sys.executable, "-m", "pytest", str(CASES), "-p", "no:cacheprovider",
            "-n", args.jobs, f"--pinhole-out={out}", "--junitxml", str(out / "junit.xml"),
            *selection, *[f"--spec={os.path.abspath(s)}" for s in args.spec], *pytest_args]

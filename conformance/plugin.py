@@ -33,6 +33,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--spec", action="append", default=[], metavar="FILE",
                 help="layer a spec file over the built-in expectations")
     g.addoption("--pinhole-out", metavar="DIR", help="write results.json into DIR")
+    g.addoption("--shard", metavar="K/N", help="run the K-th of N equal slices of the cases "
+                "(CI jobs; merge their results with pinhole report)")
 
 
 def selected(config: pytest.Config, dimension: str) -> list[str]:
@@ -41,8 +43,20 @@ def selected(config: pytest.Config, dimension: str) -> list[str]:
     return names
 
 
+def shard(config: pytest.Config) -> tuple[int, int]:
+    """--shard K/N as (K-1, N); (0, 1) when absent."""
+    text = config.getoption("shard")
+    if not text:
+        return 0, 1
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise UnknownName(f"--shard takes K/N with 1 <= K <= N, not {text!r}")
+    return int(k) - 1, int(n)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     try:
+        shard(config)
         for dimension in VOCABULARY:
             selected(config, dimension)
         config.stash[SPEC] = Spec.load(config.getoption("spec"), universe())
@@ -61,7 +75,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     wanted = {d: set(selected(metafunc.config, d)) for d in VOCABULARY}
     missing = metafunc.config.stash.setdefault(MISSING, Missing())
     params = []
-    for case in cases_for(pin):
+    part, parts = shard(metafunc.config)
+    for i, case in enumerate(cases_for(pin)):
+        if i % parts != part:
+            continue
         if all(not names or getattr(case, d) in names for d, names in wanted.items()):
             why = missing(case)  # what this machine lacks does not change mid-run
             params.append(pytest.param(case, id=case.id,

@@ -100,3 +100,4 @@ def validate(sub: dict) -> dict:
     from kcidb_io.schema import LATEST
 
     return LATEST.validate(sub)
+
