@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 
 from . import abi
 from .abi import ffi
@@ -16,11 +17,24 @@ from .syscalls import ioctl
 LOOP_CONTROL = "/dev/loop-control"
 
 
+def unnamed_file(where: str) -> int:
+    """A file in `where` with no name: O_TMPFILE, or where the filesystem lacks it (overlayfs
+    on 9p in a VM), a named file unlinked at once."""
+    try:
+        return os.open(where, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+    fd, path = tempfile.mkstemp(prefix="pinhole-image-", dir=where)
+    os.unlink(path)
+    return fd
+
+
 class LoopDevice:
     """A loop device over an anonymous image of `size` bytes in directory `where`."""
 
     def __init__(self, size: int, where: str) -> None:
-        image = os.open(where, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        image = unnamed_file(where)
         try:
             os.ftruncate(image, size)
             self.fd, self.path = self._attach(image)
