@@ -63,3 +63,11 @@ def test_ids_are_kcidb_paths_and_round_trip():
         assert Case.from_id(case.id) == case
     with pytest.raises(UnknownName, match="valid: memfd, memfd-hugetlb"):
         Case.from_id("io_uring.ext5.shared.rw.hole.none.admission")
+
+
+def test_a_limitation_that_shows_sometimes_passes_where_it_does_not():
+    coherent = Case.from_id("rdma.ext4.shared.ro.hole.odirect-write.file-to-pin")
+    exp = expect('[[expect]]\noutcome = "coherent"\nreason = "r"\nknown = "detached"\n'
+                 'known_reason = "k"\nsometimes = true\n', coherent)
+    assert judge(coherent, Observation("coherent"), exp, QUIET).verdict == "pass"
+    assert judge(coherent, Observation("detached"), exp, QUIET).verdict == "xfail"

@@ -11,7 +11,8 @@ as ``">=6.5"`` or ``">=5.14, <6.5"``. It gives:
 - ``errno``: for ``refused`` (the pin) and ``unsupported`` (the mutation), the errno name;
 - ``reason``: the kernel function or commit that makes it so (required);
 - ``known``/``known_reason``: an outcome the kernel is known to show instead, a limitation
-  reported as an expected failure.
+  reported as an expected failure; ``sometimes = true`` where it shows in some cells only
+  (cells without it then pass rather than xpass).
 
 An entry that does not name a check sets the coherence outcome; the pin checks (admission,
 zeropage) then expect ``pinned`` unless the outcome is ``refused``.
@@ -33,7 +34,8 @@ OUTCOMES = ("pinned", "refused", "unsupported", "coherent", "detached", "stale-c
 # Outcomes where the kernel said no: the pin (refused) or the mutation (unsupported).
 ERRNO_OUTCOMES = ("refused", "unsupported")
 MATCH_KEYS = tuple(VOCABULARY)
-ENTRY_KEYS = {*MATCH_KEYS, "kernel", "outcome", "errno", "reason", "known", "known_reason"}
+ENTRY_KEYS = {*MATCH_KEYS, "kernel", "outcome", "errno", "reason", "known", "known_reason",
+              "sometimes"}
 RANGE_TERM = re.compile(r"^(>=|<|>|<=|==)\s*(\d+)\.(\d+)(?:\.(\d+))?$")
 
 
@@ -76,6 +78,7 @@ class Entry:
     reason: str
     known: str | None = None
     known_reason: str | None = None
+    sometimes: bool = False
 
     @property
     def where(self) -> str:
@@ -101,6 +104,7 @@ class Expectation:
     known: str | None
     known_reason: str | None
     entries: tuple[Entry, ...] = field(default=())
+    sometimes: bool = False
 
 
 def _entry_lines(text: str) -> list[int]:
@@ -149,6 +153,8 @@ def parse(text: str, path: str) -> list[Entry]:
                             "and only with them")
         if ("known" in table) != ("known_reason" in table):
             raise SpecError(f"{where}: 'known' and 'known_reason' go together")
+        if "sometimes" in table and ("known" not in table or table["sometimes"] is not True):
+            raise SpecError(f"{where}: 'sometimes = true' qualifies a 'known' limitation")
         try:
             kernel = Range.parse(table["kernel"]) if "kernel" in table else None
         except ValueError as e:
@@ -156,7 +162,7 @@ def parse(text: str, path: str) -> list[Entry]:
         match = {k: _names(path, line, k, table[k]) for k in MATCH_KEYS if k in table}
         entries.append(Entry(path, line, match, kernel, outcomes, table.get("errno"),
                              table["reason"].strip(), table.get("known"),
-                             table.get("known_reason")))
+                             table.get("known_reason"), table.get("sometimes", False)))
     return entries
 
 
@@ -196,5 +202,5 @@ class Spec:
             return None
         last = entries[-1]
         return Expectation(last.outcomes_for(case.check), last.errno, last.reason,
-                           last.known, last.known_reason, tuple(entries))
+                           last.known, last.known_reason, tuple(entries), last.sometimes)
 
