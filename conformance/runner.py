@@ -6,7 +6,7 @@ import time
 import traceback
 
 from .checks import CHECKS, Observation, Trial
-from .errors import Skip
+from .errors import PinRefused, Skip
 from .kernel import running
 from .matrix import Case
 from .mutations import MUTATIONS, Baseline
@@ -36,7 +36,10 @@ def observe(case: Case, worker: Worker) -> Observation:
             except OSError as e:
                 return Observation("unsupported", f"{case.mutation}: {e.strerror or e}",
                                    errno_name(e.errno) if e.errno else None)
-            return CHECKS[case.check](trial, base, effect)
+            try:
+                return CHECKS[case.check](trial, base, effect)
+            except PinRefused as e:  # a short-term pin, retaken after the mutation, was refused
+                return Observation("refused", e.strerror or str(e), errno_name(e.errno))
         finally:
             pinned.release()
             for undo in reversed(trial.cleanup):
