@@ -9,13 +9,10 @@ import shutil
 from . import hugepages, kernel, uring
 from .abi import IORING_OP_READ_FIXED, IORING_OP_WRITE_FIXED
 from .backings import BACKINGS
-from .matrix import BACKINGS as ALL_BACKINGS
-from .matrix import PINS
 from .pagemap import NEEDS_ROOT
 from .pins import MECHANISMS
 
 TOOLS = ("mkfs.ext4", "mkfs.xfs", "mkfs.btrfs", "vng", "qemu-system-x86_64", "rdma")
-LATER = "not in this version of pinhole"
 
 
 def _limit(value: int) -> str | int:
@@ -52,8 +49,6 @@ def probe() -> dict[str, object]:
     kpage = os.access("/proc/kpageflags", os.R_OK) and root
 
     def part(registry: dict, name: str) -> dict[str, object]:
-        if name not in registry:
-            return {"available": False, "reason": LATER}
         a = registry[name]().availability()
         return {"available": a.ok, "reason": a.reason}
 
@@ -69,8 +64,8 @@ def probe() -> dict[str, object]:
         "hugepages": {"size_kb": hugepages.SIZE_KB, "free": hugepages.free(),
                       "reserve": "pinhole reserves what it needs for the run" if root else
                       hugepages.MISSING},
-        "backings": {b: part(BACKINGS, b) for b in ALL_BACKINGS},
-        "pins": {p: part(MECHANISMS, p) for p in PINS},
+        "backings": {b: part(BACKINGS, b) for b in BACKINGS},
+        "pins": {p: part(MECHANISMS, p) for p in MECHANISMS},
         "tools": {t: shutil.which(t) for t in TOOLS},
     }
 
