@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 
@@ -9,12 +10,42 @@ from .checks import CHECKS, Observation, Trial
 from .errors import PinRefused, Skip
 from .kernel import running
 from .matrix import Case
-from .mutations import MUTATIONS, Baseline
+from .mutations import MUTATIONS, Baseline, Effect
 from .spec import Spec
 from .subject import Subject
 from .syscalls import errno_name
 from .verdict import Result, judge
 from .worker import Worker
+
+# fsdax truncation waits, without limit, for extra references to the pages to go away
+# (fs/dax.c dax_layout_busy_page()); a pipe's references stay as long as the pipe does.
+PATIENCE_S = 10.0
+
+
+def mutate(trial: Trial, base: Baseline) -> Effect | Observation:
+    """Apply the case's mutation; one that waits on the pin is seen through, not hung on:
+    after PATIENCE_S the pin is released, and a mutation that then finishes was `blocked`."""
+    box: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            box["effect"] = MUTATIONS[trial.case.mutation](trial, base)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller as is
+            box["error"] = e
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(PATIENCE_S)
+    if thread.is_alive():
+        trial.pinned.release()
+        thread.join(PATIENCE_S)
+        if thread.is_alive():
+            raise RuntimeError(f"{trial.case.mutation} is still blocked after the pin went")
+        return Observation("blocked", f"{trial.case.mutation} waited {PATIENCE_S:.0f} s and "
+                           "went on only once the pin or reference was dropped")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["effect"]  # type: ignore[return-value]
 
 
 def observe(case: Case, worker: Worker) -> Observation:
@@ -32,10 +63,12 @@ def observe(case: Case, worker: Worker) -> Observation:
             base = Baseline(subject.file_view(), subject.file_view(subject.offset + subject.length),
                             pinned.read())
             try:
-                effect = MUTATIONS[case.mutation](trial, base)
+                effect = mutate(trial, base)
             except OSError as e:
                 return Observation("unsupported", f"{case.mutation}: {e.strerror or e}",
                                    errno_name(e.errno) if e.errno else None)
+            if isinstance(effect, Observation):
+                return effect
             try:
                 return CHECKS[case.check](trial, base, effect)
             except PinRefused as e:  # a short-term pin, retaken after the mutation, was refused

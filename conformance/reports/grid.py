@@ -16,7 +16,8 @@ SEVERITY = ("fail", "error", "xpass", "xfail", "skip", "pass")
 SYMBOLS = {"pass": "✓", "fail": "✗", "xfail": "~", "xpass": "!", "skip": "-", "error": "E"}
 ASCII_SYMBOLS = {**SYMBOLS, "pass": "+", "fail": "#"}
 OUTCOME_CODES = {
-    "pinned": "P", "refused": "R", "unsupported": "U", "coherent": "C", "detached": "D",
+    "pinned": "P", "refused": "R", "unsupported": "U", "blocked": "B", "coherent": "C",
+    "detached": "D",
     "disconnected": "Z", "stale-cache": "S", "lost-write": "L", "resurrected": "X",
     "kernel-warning": "W",
 }

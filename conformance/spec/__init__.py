@@ -29,8 +29,8 @@ from ..matrix import PIN_CHECKS, VOCABULARY, Case, UnknownName, unknown
 
 SPEC_DIR = Path(__file__).parent
 
-OUTCOMES = ("pinned", "refused", "unsupported", "coherent", "detached", "stale-cache",
-            "disconnected", "lost-write", "resurrected", "kernel-warning")
+OUTCOMES = ("pinned", "refused", "unsupported", "blocked", "coherent", "detached",
+            "stale-cache", "disconnected", "lost-write", "resurrected", "kernel-warning")
 # Outcomes where the kernel said no: the pin (refused) or the mutation (unsupported).
 ERRNO_OUTCOMES = ("refused", "unsupported")
 MATCH_KEYS = tuple(VOCABULARY)
