@@ -13,6 +13,7 @@ from .pagemap import NEEDS_ROOT
 from .patterns import describe, fill
 from .pins.base import Pinned
 from .subject import Subject
+from .syscalls import PAGE_SIZE, read_mem
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,10 @@ class Trial:
     cleanup: list[Callable[[], None]] = field(default_factory=list)
 
     @property
-    def private(self) -> bool:
-        return self.case.mapping == "private"
+    def private_copy(self) -> bool:
+        """The pin was taken through a MAP_PRIVATE mapping, so it may hold a private copy (a
+        file pinner such as udmabuf pins the file's folios whatever maps them)."""
+        return self.case.mapping == "private" and self.pinned.through_mapping
 
 
 Check = Callable[[Trial, Baseline, Effect], Observation]
@@ -46,6 +49,8 @@ def zeropage(t: Trial, base: Baseline, effect: Effect) -> Observation:
     pagemap = t.worker.pagemap
     if not pagemap.sees_pfns():
         raise Skip(NEEDS_ROOT)
+    for off in range(0, t.subject.length, PAGE_SIZE):  # fault in what a file pinner left unmapped
+        read_mem(t.pinned.view_addr + off, 1)
     pages = pagemap.pages(t.pinned.view_addr, t.subject.length)
     zero = [p for p in pages if p.zero_page]
     if zero:
@@ -73,7 +78,7 @@ def file_as_operation_says(t: Trial, base: Baseline, effect: Effect) -> Observat
 def detached(t: Trial, effect: Effect) -> bool:
     """Whether the pin may rightly stop following the file: a MAP_PRIVATE copy, or an
     operation that takes the page out of the file."""
-    return effect.detaches or t.private
+    return effect.detaches or t.private_copy
 
 
 def _pin_view(seen: bytes, new: bytes, old: bytes, may_detach: bool, what: str) -> Observation:
@@ -122,7 +127,7 @@ def pin_to_file(t: Trial, base: Baseline, effect: Effect) -> Observation:
         return Observation("disconnected", "the pinned pages lose what was written into them")
     # The mapping maps the pinned page unless the operation took it away (and past EOF
     # touching it would SIGBUS), or the pin is a file pinner's and the mapping a private one.
-    follows = not effect.detaches and (t.pinned.through_mapping or not t.private)
+    follows = not effect.detaches and (t.pinned.through_mapping or t.case.mapping == "shared")
     mapped = s.mapping_view() if follows else None
     cached = s.file_view()
     t.pinned.release()
@@ -133,7 +138,7 @@ def pin_to_file(t: Trial, base: Baseline, effect: Effect) -> Observation:
                            "written into its pinned page")
     # Data the file did not show at once must never show up later; a MAP_PRIVATE copy's
     # data must never show up at all.
-    if stored == data and (cached != data or t.private):
+    if stored == data and (cached != data or t.private_copy):
         return Observation("resurrected", "data written through the detached pin reached the "
                            f"file ({'read()' if cached == data else 'after ' + how})")
     if cached != data and detached(t, effect):

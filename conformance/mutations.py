@@ -67,9 +67,11 @@ def store(t, base: Baseline) -> Effect:
 
 
 def pin_write(t, base: Baseline) -> Effect:
+    """Through a MAP_PRIVATE mapping's pin the data lands in the private copy; a file
+    pinner's lands in the file."""
     data = _data(t)
     t.pinned.write(data)
-    return Effect(data if _shared(t) else base.file, pin=data)
+    return Effect(base.file if t.private_copy else data, pin=data)
 
 
 def truncate_down(t, base: Baseline) -> Effect:

@@ -16,7 +16,7 @@ class Pinned:
 
     length: int
     # Where the pinned pages are mapped for the zeropage check: the user mapping for pins
-    # taken through it, the pinner's own mapping otherwise (a dma-buf's).
+    # taken through it; for a file pinner, a mapping of the file whose folios it pins.
     view_addr: int
     # Taken through the user mapping, so the mapping maps the pinned page, MAP_PRIVATE
     # included; a file pinner's MAP_PRIVATE mapping may map a COW copy instead.

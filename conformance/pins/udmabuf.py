@@ -24,23 +24,26 @@ DEVICE = "/dev/udmabuf"
 class DmaBuf(Pinned):
     through_mapping = False
 
-    def __init__(self, device: int, memfd: int, offset: int, length: int) -> None:
+    def __init__(self, device: int, memfd: int, offset: int, length: int, file_view: int) -> None:
         self.length = length
+        # The dma-buf's own mapping is VM_PFNMAP, which pagemap does not walk; the pinned
+        # folios are the memfd's page cache, which a mapping of the file shows.
+        self.view_addr = file_view
         create = ffi.new("struct udmabuf_create *", {"memfd": memfd, "offset": offset,
                                                      "size": length,
                                                      "flags": abi.UDMABUF_FLAGS_CLOEXEC})
         self.fd = ioctl(device, abi.UDMABUF_CREATE, create, "UDMABUF_CREATE")
-        self.view_addr = mmap(length, abi.PROT_READ | abi.PROT_WRITE, abi.MAP_SHARED, self.fd)
+        self.buf = mmap(length, abi.PROT_READ | abi.PROT_WRITE, abi.MAP_SHARED, self.fd)
 
     def read(self) -> bytes:
-        return read_mem(self.view_addr, self.length)
+        return read_mem(self.buf, self.length)
 
     def write(self, data: bytes) -> None:
-        write_mem(self.view_addr, data)
+        write_mem(self.buf, data)
 
     def release(self) -> None:
         if self.fd >= 0:
-            munmap(self.view_addr, self.length)
+            munmap(self.buf, self.length)
             os.close(self.fd)
             self.fd = -1
 
@@ -66,7 +69,7 @@ class Udmabuf(Mechanism):
         # (not a memfd) is left as it is, for udmabuf to refuse.
         with contextlib.suppress(OSError):
             fcntl.fcntl(subject.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
-        return DmaBuf(self.device, subject.fd, subject.offset, subject.length)
+        return DmaBuf(self.device, subject.fd, subject.offset, subject.length, subject.addr)
 
     def close(self) -> None:
         if self.device >= 0:
