@@ -91,17 +91,20 @@ def test_sigkill_of_the_whole_run(tmp_path: Path, scratch: Path) -> None:
 
 
 def test_sigkill_of_one_worker(tmp_path: Path, scratch: Path) -> None:
+    before = nr_hugepages()
     out = tmp_path / "out"
     run = start_run(out, scratch)
     wait_for(lambda: finished(out) >= 40)
-    victim = psutil.Process(run.pid).children()[0]
+    # A worker, not the hugepage guardian (also a child of the controller).
+    victim = next(p for p in psutil.Process(run.pid).children()
+                  if "conformance.hugepages" not in " ".join(p.cmdline()))
     victim.kill()
     assert run.wait(timeout=600) == 1, "a dead worker must fail the run"
     doc = results.load(out / "results.json")
     died = [c for c in doc["cases"] if c["verdict"] == "error"]
     assert died and all("worker" in c["reason"] for c in died), died
     assert len(doc["cases"]) > 500, "the other cases must still run"
-    wait_for(lambda: not our_loops(scratch), 15)
+    wait_for(lambda: not our_loops(scratch) and hugepages_given_back(before), 15)
 
 
 def test_a_hung_case_is_stopped_and_the_run_goes_on(tmp_path: Path, scratch: Path) -> None:
