@@ -41,7 +41,6 @@ class Mechanism:
     name: ClassVar[str]
     # Access modes it can pin with: 'ro' (FOLL_LONGTERM without FOLL_WRITE) and/or 'rw'.
     access: ClassVar[tuple[str, ...]]
-    longterm: ClassVar[bool] = True
     # Whether data can be written through its pins (gup_test only reads them).
     writable: ClassVar[bool] = True
 

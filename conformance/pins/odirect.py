@@ -60,7 +60,6 @@ class DirectIO(Pinned):
 class ODirect(Mechanism):
     name = "odirect"
     access = ("ro", "rw")
-    longterm = False
     scratch: tuple[int, int] | None = None
 
     def availability(self) -> Availability:

@@ -81,7 +81,6 @@ class SplicedPages(Pinned):
 class Vmsplice(Mechanism):
     name = "vmsplice"
     access = ("ro",)
-    longterm = False
     writable = False
 
     def availability(self) -> Availability:
