@@ -51,16 +51,19 @@ def availability_reason() -> str | None:
 
 
 class Reservation:
-    """At least `wanted` free hugepages for as long as this object lives."""
+    """`wanted` more hugepages in the pool for as long as this object lives.
+
+    Always added, never `wanted - free()`: free pages may be another run's reservation, which
+    that run uses and later takes back, so counting them starves this run (false ENOSPC).
+    """
 
     def __init__(self, wanted: int) -> None:
         self.added = 0
         self._guard: subprocess.Popen[bytes] | None = None
-        missing = wanted - free()
-        if missing <= 0 or os.geteuid() != 0 or not POOL.exists():
+        if wanted <= 0 or os.geteuid() != 0 or not POOL.exists():
             return
         self._guard = subprocess.Popen(
-            [sys.executable, "-m", "conformance.hugepages", str(missing)],
+            [sys.executable, "-m", "conformance.hugepages", str(wanted)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
             cwd=Path(__file__).resolve().parent.parent,
         )

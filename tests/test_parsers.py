@@ -1,11 +1,13 @@
 """Parsers of kernel interfaces, on recorded data."""
 
+import os
 import struct
 
 import pytest
 
 from conformance import kernel, kmsg, pagemap
 from conformance.patterns import describe, fill
+from conformance.syscalls import PAGE_SIZE
 
 
 def test_kernel_versions():
@@ -35,7 +37,22 @@ def test_pagemap_entries():
     assert hidden.present and hidden.pfn == 0 and not hidden.zero_page and hidden.exclusive
     swapped = pagemap.decode(0x4000, (1 << 63) | (1 << 62) | 0x55, None)
     assert not swapped.present and swapped.pfn == 0
-    assert struct.calcsize("<Q") == 8
+
+
+def test_pagemap_reads_the_entries_of_the_range(tmp_path):
+    """pages() reads one little-endian 8-byte entry per page at 8 * (addr / PAGE_SIZE), from
+    a recorded pagemap: the wrong offset, width or byte order picks other entries."""
+    entries = [0, (1 << 63) | 0x111, (1 << 63) | (1 << 61) | 0x222, (1 << 62) | 0x33]
+    recorded = tmp_path / "pagemap"
+    recorded.write_bytes(b"".join(struct.pack("<Q", e) for e in entries))
+    pm = pagemap.PageMap.__new__(pagemap.PageMap)
+    pm._pagemap, pm._kpageflags = os.open(recorded, os.O_RDONLY), None
+    try:
+        pages = pm.pages(PAGE_SIZE + 1, 2 * PAGE_SIZE)
+    finally:
+        pm.close()
+    assert [(p.vaddr, p.present, p.pfn, p.file) for p in pages] == [
+        (PAGE_SIZE, True, 0x111, False), (2 * PAGE_SIZE, True, 0x222, True)]
 
 
 SPLAT = """\

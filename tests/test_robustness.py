@@ -113,8 +113,9 @@ def test_a_hung_case_is_stopped_and_the_run_goes_on(tmp_path: Path, scratch: Pat
     run = start_run(out, scratch, "--timeout=0.001", "--mutation=none", workers="0")
     assert run.wait(timeout=300) == 1
     doc = results.load(out / "results.json")
-    assert doc["cases"] and all(c["reason"].startswith("TIMEOUT") for c in doc["cases"]
-                                if c["verdict"] == "error")
+    errors = [c for c in doc["cases"] if c["verdict"] == "error"]
+    assert errors, "nothing timed out with a 1 ms limit"
+    assert all(c["reason"].startswith("TIMEOUT") for c in errors), errors[0]["reason"]
     assert len(doc["cases"]) == 4 * 2 * 2 * 4, "every case is reported, timed out or not"
 
 
