@@ -1,5 +1,8 @@
 """Positive controls: real situations on the running kernel in which each detector must
-report the problem. A detector that never fires would make every pass meaningless."""
+report the problem. A detector that never fires would make every pass meaningless.
+
+Each control is parametrized by its id (control.<detector>.<variant>): the plugin records it
+in results.json and every report like a case, and a failed control fails the run."""
 
 import os
 from pathlib import Path
@@ -24,7 +27,8 @@ def pagemap(pinhole_worker):
     return pinhole_worker.pagemap
 
 
-def test_zeropage_detector_sees_the_shared_zeropage(pagemap):
+@pytest.mark.parametrize("control", ["control.zeropage.anon"])
+def test_zeropage_detector_sees_the_shared_zeropage(pagemap, control):
     """A read fault on private anonymous memory maps the shared zeropage (mm/memory.c
     do_anonymous_page()): the detector must say so."""
     addr = mmap(PAGE_SIZE, abi.PROT_READ, abi.MAP_PRIVATE | abi.MAP_ANONYMOUS)
@@ -36,7 +40,8 @@ def test_zeropage_detector_sees_the_shared_zeropage(pagemap):
         munmap(addr, PAGE_SIZE)
 
 
-def test_zeropage_detector_sees_the_huge_zero_folio(pagemap):
+@pytest.mark.parametrize("control", ["control.zeropage.thp"])
+def test_zeropage_detector_sees_the_huge_zero_folio(pagemap, control):
     """With THP, a read fault on an aligned 2 MiB anonymous range maps the huge zero folio
     (mm/huge_memory.c do_huge_pmd_anonymous_page()); kpageflags marks it ZERO_PAGE and THP."""
     enabled = (THP / "enabled").read_text() if THP.exists() else "[never]"
@@ -54,12 +59,14 @@ def test_zeropage_detector_sees_the_huge_zero_folio(pagemap):
         munmap(base, 2 * HPAGE)
 
 
-@pytest.mark.parametrize("check", ["file-to-pin", "pin-to-file"])
-def test_coherence_detector_reports_a_disconnected_pin(pinhole_worker, check):
+@pytest.mark.parametrize("control", ["control.coherence.file-to-pin",
+                                     "control.coherence.pin-to-file"])
+def test_coherence_detector_reports_a_disconnected_pin(pinhole_worker, control):
     """An io_uring pin of a MAP_PRIVATE memfd page holds a private copy. Told the mapping is
     shared, so that coherence is expected, both coherence checks must report the pin as
     disconnected."""
     worker = pinhole_worker
+    check = control.rsplit(".", 1)[1]
     told = Case("io_uring", "memfd", "shared", "rw", "hole", "none", check)
     subject = Subject(worker.backing("memfd"), worker.file_name(), "private")
     try:
@@ -76,8 +83,8 @@ def test_coherence_detector_reports_a_disconnected_pin(pinhole_worker, check):
     assert seen.outcome == "disconnected", seen
 
 
-
-def test_kernel_log_monitor_sees_what_the_kernel_says(pinhole_worker):
+@pytest.mark.parametrize("control", ["control.kernel-log.drop-caches"])
+def test_kernel_log_monitor_sees_what_the_kernel_says(pinhole_worker, control):
     """The monitor must catch the kernel's own lines logged during a case and only those:
     drop_caches makes the kernel log "<comm> (<pid>): drop_caches: 1" (fs/drop_caches.c),
     while a line user space writes to /dev/kmsg, even "WARNING:", is not the kernel's.

@@ -91,7 +91,8 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     written = reports.write_all(out, [doc])
     print(f"pinhole: results in {out}/: results.json junit.xml "
           f"{' '.join(p.name for p in written)}")
-    return results.exit_code(doc["cases"])
+    # pytest's 1 is a failed test, recorded or not (a control, a broken fixture): never a pass.
+    return results.EXIT_FAIL if code == 1 else results.exit_code(doc["cases"])
 
 
 def cmd_matrix(args: argparse.Namespace, pytest_args: list[str]) -> int:

@@ -3,6 +3,7 @@ and results.json written by the controller (the xdist master, or the only proces
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -86,6 +87,30 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("case", params)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A pin with no selected case is parametrized with nothing, which pytest turns into a
+    skipped test_<pin>[NOTSET] placeholder: deselect it, it is not a case."""
+    empty = [i for i in items if hasattr(i, "callspec") and "case" in i.callspec.params
+             and not isinstance(i.callspec.params["case"], Case)]
+    if empty:
+        items[:] = [i for i in items if i not in empty]
+        config.hook.pytest_deselected(items=empty)
+
+
+def case_id_of(nodeid: str) -> str | None:
+    """The case or control id in a node id's brackets; None for any other parameter."""
+    if "[" not in nodeid:
+        return None
+    found = nodeid.rsplit("[", 1)[-1].rstrip("]")
+    if results.is_control(found):
+        return found
+    try:
+        Case.from_id(found)
+    except (ValueError, UnknownName):
+        return None
+    return found
+
+
 class Missing:
     """Why a case's pin mechanism or backing is unavailable here, asked once per name."""
 
@@ -116,7 +141,7 @@ def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker):
 
     def run(case) -> None:
         result = run_case(case, pinhole_worker, spec)
-        request.node.user_properties.append((RECORD, result.as_dict()))
+        request.node.user_properties.append((RECORD, json.dumps(result.as_dict())))
         conclude(result)
 
     return run
@@ -137,8 +162,36 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     rep = outcome.get_result()
     for key, record in item.user_properties:
-        if key == RECORD and record["verdict"] == "xpass" and rep.when == "call":
-            rep.wasxfail = record["reason"]  # pytest shows XPASS
+        if key == RECORD and json.loads(record)["verdict"] == "xpass" and rep.when == "call":
+            rep.wasxfail = json.loads(record)["reason"]  # pytest shows XPASS
+    control_id = getattr(item, "callspec", None) and item.callspec.params.get("control")
+    if control_id and (rep.when == "call" or (rep.when == "setup" and not rep.passed)):
+        rep.user_properties.append((RECORD, json.dumps(control_record(item, rep, control_id))))
+
+
+def control_record(item: pytest.Item, rep: pytest.TestReport, control_id: str) -> dict:
+    """A positive control's result as a record: it passes when its detector saw the problem."""
+    doc = (getattr(item, "obj", None).__doc__ or "").strip()
+    if rep.passed:
+        return results.control(control_id, "pass", " ".join(doc.split()), "", rep.duration)
+    if rep.skipped:
+        reason = rep.longrepr[2].removeprefix("Skipped: ")
+        return results.control(control_id, "skip", reason, "", rep.duration)
+    text = str(rep.longrepr)
+    crash = getattr(rep.longrepr, "reprcrash", None)
+    last = (crash.message if crash else text.strip().splitlines()[-1]).splitlines()[0][:500]
+    if rep.when == "call":
+        reason = f"the control failed, so its detector's passes cannot be trusted: {last}"
+        return results.control(control_id, "fail", reason, text[-4000:], rep.duration)
+    reason = f"the control broke in {rep.when}: {last}"
+    return results.control(control_id, "error", reason, text[-4000:], rep.duration)
+
+
+def bare_record(case_id: str, verdict: str, reason: str) -> dict:
+    """The record of a case or control that never produced its own (skipped, crashed)."""
+    if results.is_control(case_id):
+        return results.control(case_id, verdict, reason)
+    return Result(Case.from_id(case_id), verdict, reason=reason).as_dict()
 
 
 class Controller:
@@ -154,8 +207,9 @@ class Controller:
                          if out else None)
 
     def pytest_runtest_logstart(self, nodeid: str, location: tuple) -> None:
-        if self.progress and "[" in nodeid:
-            self.progress.begin(nodeid.rsplit("[", 1)[-1].rstrip("]"))
+        case_id = case_id_of(nodeid)
+        if self.progress and case_id:
+            self.progress.begin(case_id)
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         workers = self.config.getoption("numprocesses", None) or 1
@@ -164,23 +218,20 @@ class Controller:
             self.reservation = hugepages.Reservation(HUGEPAGES_PER_WORKER * int(workers) + 2)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        # The record rides on the call report and, again, on the teardown report.
-        records = [r for k, r in report.user_properties if k == RECORD]
-        if records and report.when == "call":
+        # A case's record rides on the call report and, again, on the teardown report; a
+        # control's only on the report that decided it.
+        records = [json.loads(r) for k, r in report.user_properties if k == RECORD]
+        if records and (report.when == "call" or records[0]["pin"] == results.CONTROL):
             self.cases[records[0]["id"]] = records[0]
             if self.progress:
                 self.progress.record(records[0])
             return
-        case_id = report.nodeid.rsplit("[", 1)[-1].rstrip("]") if "[" in report.nodeid else None
+        case_id = case_id_of(report.nodeid)
         if records or case_id is None or case_id in self.cases:
-            return
-        try:
-            case = Case.from_id(case_id)
-        except (ValueError, UnknownName):
             return
         if report.skipped and report.when == "setup":  # skipped at collection: see Missing
             reason = report.longrepr[2].removeprefix("Skipped: ")
-            self.cases[case_id] = Result(case, "skip", reason=reason).as_dict()
+            self.cases[case_id] = bare_record(case_id, "skip", reason)
         elif report.failed:
             text = str(report.longrepr)
             why = text.strip().splitlines()[-1:] or ["unknown"]
@@ -191,7 +242,7 @@ class Controller:
                 reason = f"the worker running this case died (killed, or by a signal): {why[0]}"
             else:
                 reason = f"the case broke in {report.when}: {why[0][:500]}"
-            self.cases[case_id] = Result(case, "error", reason=reason).as_dict()
+            self.cases[case_id] = bare_record(case_id, "error", reason)
         else:
             return
         if self.progress:

@@ -1,10 +1,17 @@
 """The pinhole command's answers to good and bad input."""
 
 import json
+import os
+import shlex
 import subprocess
 import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def pinhole(*args, cwd=None):
@@ -50,3 +57,49 @@ def test_explain_cites_the_commit():
     r = pinhole("spec", "--explain", "io_uring.xfs.shared.rw.hole.none.admission",
                 "--kernel", "6.18")
     assert r.returncode == 0 and "refused EFAULT" in r.stdout and "8ac268436e6d" in r.stdout
+
+
+NARROW = ["--pin", "io_uring", "--backing", "memfd", "--state", "hole", "--mutation", "none",
+          "-n", "0", "-q"]
+CONTROLS = {"control.coherence.file-to-pin", "control.coherence.pin-to-file",
+            "control.kernel-log.drop-caches", "control.zeropage.anon", "control.zeropage.thp"}
+
+
+def test_controls_are_recorded_in_every_report(tmp_path):
+    out = tmp_path / "out"
+    r = pinhole("run", "--out", str(out), *NARROW)
+    assert r.returncode in (0, 3), r.stdout + r.stderr
+    doc = json.loads((out / "results.json").read_text())
+    controls = {c["id"]: c for c in doc["cases"] if c["pin"] == "control"}
+    assert set(controls) == CONTROLS
+    ktap = (out / "results.ktap").read_text()
+    kcidb = {t["path"] for t in json.loads((out / "kcidb.json").read_text())["tests"]}
+    for control in CONTROLS:
+        assert f" {control}" in ktap and control in kcidb
+    assert "## control" in (out / "matrix.md").read_text()
+    assert "control" in (out / "matrix.html").read_text()
+    junit = (out / "junit.xml").read_text()
+    assert "NOTSET" not in junit
+    props = [p.get("value") for p in ET.fromstring(junit).iter("property")
+             if p.get("name") == "pinhole"]
+    assert props and all(json.loads(v)["id"] for v in props)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as nobody")
+def test_a_failed_control_fails_the_run():
+    """As nobody with RLIMIT_MEMLOCK 0 io_uring has no rings: every case skips, but the
+    io_uring coherence controls fail, and so does the run."""
+    with tempfile.TemporaryDirectory() as where:  # pytest's tmp_path is root's only
+        Path(where).chmod(0o777)
+        run_as_nobody_without_memlock(Path(where) / "out")
+
+
+def run_as_nobody_without_memlock(out: Path) -> None:
+    cmd = shlex.join([sys.executable, "-m", "conformance.cli", "run", "--out", str(out), *NARROW])
+    r = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", f"ulimit -l 0; {cmd}"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1, r.stdout + r.stderr
+    doc = json.loads((out / "results.json").read_text())
+    failed = {c["id"] for c in doc["cases"] if c["verdict"] == "fail"}
+    assert failed == {"control.coherence.file-to-pin", "control.coherence.pin-to-file"}
+    assert "not ok 1 control.coherence.file-to-pin" in (out / "results.ktap").read_text()
