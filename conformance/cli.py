@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import functools
 import json
 import os
 import signal
@@ -12,8 +15,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from . import lifetime, reports, results
 from . import probe as probe_mod
-from . import reports, results
 from .kernel import parse_version, running
 from .matrix import VOCABULARY, Case, UnknownName, cases_for, universe, unknown
 from .pins import MECHANISMS
@@ -50,6 +53,16 @@ def add_dimensions(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", metavar="K/N", help="only the K-th of N slices of the cases")
 
 
+# What a run writes into --out: removed when the directory is reused, nothing else is.
+RUN_FILES = ("results.json", "results.json.tmp", results.PROGRESS, "junit.xml", "matrix.md",
+             "matrix.html", "results.ktap", "kcidb.json", "guest.json")
+LOCK = ".pinhole.lock"
+# After Ctrl-C or SIGTERM, how long pytest gets to write its partial results.
+STOP_GRACE = 20.0
+# The directories this process made, removed again if the run fails before writing into them.
+CREATED: list[Path] = []
+
+
 def out_dir(requested: str | None) -> Path:
     """--out DIR, or a new directory per run under ./pinhole-runs."""
     if requested:
@@ -60,7 +73,10 @@ def out_dir(requested: str | None) -> Path:
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path}: exists and is not a directory")
     try:
+        new = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
+        if new:
+            CREATED.append(path)
         probe_file = path / ".pinhole-write-test"
         probe_file.write_text("")
         probe_file.unlink()
@@ -69,22 +85,105 @@ def out_dir(requested: str | None) -> Path:
     return path
 
 
+def claim(out: Path) -> int:
+    """Lock out for this run (a second run into it is refused) and remove what an earlier run
+    left there, so a run never mixes with another; returns the lock's fd, held until exit."""
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"--out {out}: another pinhole run is writing there; wait for it or "
+                         "choose another directory") from None
+    old = [p for p in (*map(out.joinpath, RUN_FILES), *out.glob("diff-*.txt")) if p.exists()]
+    for p in old:
+        p.unlink()
+    if old:
+        print(f"pinhole: --out {out}: removed the previous run's results "
+              f"({', '.join(p.name for p in old)})", file=sys.stderr)
+    return fd
+
+
+def discard_created() -> None:
+    """A run that failed before writing anything leaves no empty directory behind."""
+    for path in reversed(CREATED):
+        for name in (*RUN_FILES, LOCK):
+            (path / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: something was written there after all
+            path.rmdir()
+
+
+def xdist_disabled(pytest_args: list[str]) -> bool:
+    pairs = zip(pytest_args, [*pytest_args[1:], ""], strict=True)
+    return any(a == "-pno:xdist" or (a == "-p" and b == "no:xdist") for a, b in pairs)
+
+
+def run_pytest(cmd: list[str]) -> tuple[int, int | None]:
+    """Run pytest in its own process group, dying with pinhole; Ctrl-C or SIGTERM of pinhole
+    interrupts it (SIGINT to the group: it writes partial results), a second one kills it.
+    Returns pytest's exit code and the signal that stopped pinhole, if any."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, process_group=0, preexec_fn=functools.partial(
+        lifetime.die_with_parent, parent=os.getpid()))
+    got: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        got.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT if len(got) == 1 else signal.SIGKILL)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        deadline = None
+        while True:
+            try:
+                code = proc.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if got and deadline is None:
+                    deadline = time.monotonic() + STOP_GRACE
+                if deadline is not None and time.monotonic() > deadline:
+                    os.killpg(proc.pid, signal.SIGKILL)
+        # Workers in pytest's group that outlived it (a second signal, a timeout) go too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return code, (got[0] if got else None)
+
+
+def check_scratch() -> None:
+    from .backings.blockfs import scratch_problem
+
+    problem = scratch_problem()
+    if problem:
+        raise UsageError(problem)
+
+
 def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     selection = dimension_args(args)
     load_spec(args.spec)
+    check_scratch()
     if not CASES.is_dir():
         raise UsageError(f"no cases at {CASES}: run pinhole from a checkout (pip install -e .)")
     out = out_dir(args.out).resolve()  # pytest runs from the checkout, not from here
-    cmd = [sys.executable, "-m", "pytest", str(CASES), "-p", "no:cacheprovider",
-           "-n", args.jobs, f"--pinhole-out={out}", "--junitxml", str(out / "junit.xml"),
-           *selection, *[f"--spec={os.path.abspath(s)}" for s in args.spec], *pytest_args]
-    code = subprocess.call(cmd, cwd=ROOT)
+    claim(out)
+    # -n only while xdist is loaded: pytest -p no:xdist does not know the option.
+    jobs = [] if xdist_disabled(pytest_args) else ["-n", args.jobs]
+    cmd = [sys.executable, "-m", "pytest", str(CASES), *jobs, f"--pinhole-out={out}",
+           "--junitxml", str(out / "junit.xml"), *selection,
+           *[f"--spec={os.path.abspath(s)}" for s in args.spec], *pytest_args]
+    code, stopped = run_pytest(cmd)
     doc_path = out / "results.json"
+    if stopped:
+        return stopped_run(out, stopped)
     if code == 5:
+        discard_created()
         print("pinhole: error: no case was selected: check --pin, --backing, ... and -k",
               file=sys.stderr)
         return results.EXIT_HARNESS
     if code in (2, 3, 4) or not doc_path.exists():
+        discard_created()
         print(f"pinhole: error: pytest could not run the cases (exit {code})", file=sys.stderr)
         return results.EXIT_USAGE if code == 4 else results.EXIT_HARNESS
     doc = results.load(doc_path)
@@ -92,7 +191,25 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     print(f"pinhole: results in {out}/: results.json junit.xml "
           f"{' '.join(p.name for p in written)}")
     # pytest's 1 is a failed test, recorded or not (a control, a broken fixture): never a pass.
-    return results.EXIT_FAIL if code == 1 else results.exit_code(doc["cases"])
+    return results.EXIT_FAIL if code == 1 else results.run_exit(doc)
+
+
+def stopped_run(out: Path, signum: int) -> int:
+    """Reports of a run stopped by Ctrl-C or SIGTERM, marked incomplete; exit 128 + signal."""
+    try:
+        doc = reports.merge.load_many([out])[0]
+    except (OSError, ValueError, KeyError):
+        print(f"pinhole: stopped by {signal.Signals(signum).name} before any case ran",
+              file=sys.stderr)
+        return 128 + signum
+    if not doc.get("incomplete"):
+        doc["incomplete"] = f"stopped by {signal.Signals(signum).name}"
+    results.write(out, doc)
+    written = reports.write_all(out, [doc])
+    print(reports.summary([doc]), end="")
+    print(f"pinhole: stopped by {signal.Signals(signum).name}; partial results in {out}/: "
+          f"results.json {' '.join(p.name for p in written)}", file=sys.stderr)
+    return 128 + signum
 
 
 def cmd_matrix(args: argparse.Namespace, pytest_args: list[str]) -> int:
@@ -130,7 +247,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     written = reports.write_all(out, docs)
     print(reports.summary(docs), end="")
     print(f"pinhole: {' '.join(str(p) for p in written)}")
-    return max(results.exit_code(d["cases"]) for d in docs)
+    return max(results.run_exit(d) for d in docs)
 
 
 def merge_dir(path: str) -> Path:
@@ -245,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                     "report": cmd_report, "diff": cmd_diff}
         return commands[args.command](args)
     except UsageError as e:
+        discard_created()
         print(f"pinhole: error: {e}", file=sys.stderr)
         return results.EXIT_USAGE
 

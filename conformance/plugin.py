@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from . import hugepages, probe, results
+from . import hugepages, lifetime, probe, results
 from .backings import BACKINGS
 from .kernel import running
 from .matrix import VOCABULARY, Case, UnknownName, cases_for, universe, unknown
@@ -65,6 +65,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(e)) from None
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(Controller(config), "pinhole-controller")
+    else:
+        lifetime.die_with_parent()  # an xdist worker must not outlive a killed controller
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -202,14 +204,33 @@ class Controller:
         self.cases: dict[str, dict] = {}
         self.started = time.time()
         self.reservation: hugepages.Reservation | None = None
+        self.planned: int | None = None
+        self.begun: dict[str, None] = {}
         out = config.getoption("pinhole_out")
         self.progress = (results.Progress(Path(out), running().as_dict(), self.started)
                          if out else None)
 
     def pytest_runtest_logstart(self, nodeid: str, location: tuple) -> None:
         case_id = case_id_of(nodeid)
+        if case_id:
+            self.begun[case_id] = None
         if self.progress and case_id:
             self.progress.begin(case_id)
+
+    def plan(self, nodeids: list[str]) -> None:
+        """How many cases and controls the run means to record, so a cut-short run shows."""
+        if self.planned is None:
+            self.planned = sum(case_id_of(n) is not None for n in nodeids)
+            if self.progress:
+                self.progress.planned(self.planned)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if session.items:  # under xdist the controller collects nothing; its workers do
+            self.plan([i.nodeid for i in session.items])
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
+        self.plan(ids)
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         workers = self.config.getoption("numprocesses", None) or 1
@@ -248,15 +269,29 @@ class Controller:
         if self.progress:
             self.progress.record(self.cases[case_id])
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.reservation:
             self.reservation.release()
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or session.shouldstop
+        cut_off = [i for i in self.begun if i not in self.cases] if interrupted else []
+        why = "the run was interrupted while this case ran"
+        for case_id in cut_off:
+            self.cases[case_id] = results.cut_off_record(case_id, why)
+            if self.progress:
+                self.progress.record(self.cases[case_id])
         if self.progress:
             self.progress.close()
         out = self.config.getoption("pinhole_out")
         if out:
             doc = results.document(list(self.cases.values()), running().as_dict(),
                                    probe.probe(), self.started, time.time())
+            short = self.planned is not None and len(self.cases) < self.planned
+            if interrupted or short:
+                what = (f"the run was stopped ({session.shouldstop})" if session.shouldstop
+                        and session.shouldstop is not True else "the run was interrupted")
+                done = len(self.cases) - len(cut_off)
+                doc["incomplete"] = results.incomplete_text(what, done, self.planned, cut_off)
+                doc["cut_off"], doc["planned"] = cut_off, self.planned
             results.write(Path(out), doc)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:

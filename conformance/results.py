@@ -55,6 +55,20 @@ def exit_code(cases: list[dict]) -> int:
     return EXIT_PASS
 
 
+def run_exit(doc: dict) -> int:
+    """The exit code of a whole run: a run that did not finish is never a pass."""
+    if not doc["cases"]:
+        return EXIT_HARNESS
+    return EXIT_FAIL if doc.get("incomplete") else exit_code(doc["cases"])
+
+
+def incomplete_lines(docs: list[dict]) -> list[str]:
+    """One warning per run that did not finish, for the top of every report."""
+    several = len(docs) > 1
+    return [f"INCOMPLETE{' ' + d['kernel'].get('release', '?') if several else ''}: "
+            f"{d['incomplete']}" for d in docs if d.get("incomplete")]
+
+
 def document(cases: list[dict], kernel: dict, probe: dict, started: float, finished: float) -> dict:
     return {
         "schema": SCHEMA,
@@ -101,6 +115,9 @@ class Progress:
         if self._sync:
             os.fsync(self._f.fileno())
 
+    def planned(self, count: int) -> None:
+        self._write({"planned": count})
+
     def begin(self, case_id: str) -> None:
         self._write({"begin": case_id})
 
@@ -117,8 +134,19 @@ def recover(out: Path) -> tuple[list[dict], list[str]]:
     return cases, begun
 
 
+def cut_off_record(case_id: str, reason: str, dmesg: str = "") -> dict:
+    """A case that was running when its run died: an error (a control's or a case's)."""
+    if is_control(case_id):
+        return control(case_id, "error", reason) | {"dmesg": dmesg}
+    from .matrix import Case  # results.json readers need no case vocabulary otherwise
+    from .verdict import Result
+
+    return Result(Case.from_id(case_id), "error", reason=reason, dmesg=dmesg).as_dict()
+
+
 def read_progress(out: Path) -> tuple[dict, list[dict], list[str]]:
-    """progress.jsonl as (its run header, finished cases, ids cut off)."""
+    """progress.jsonl as (its run header, finished cases, ids cut off); the header holds
+    "planned" once the cases are collected."""
     header: dict = {}
     cases: dict[str, dict] = {}
     begun: list[str] = []
@@ -137,6 +165,8 @@ def read_progress(out: Path) -> tuple[dict, list[dict], list[str]]:
             cases[entry["case"]["id"]] = entry["case"]
         elif "run" in entry:
             header = entry["run"]
+        elif "planned" in entry:
+            header["planned"] = entry["planned"]
     return header, list(cases.values()), [i for i in dict.fromkeys(begun) if i not in cases]
 
 
@@ -147,9 +177,21 @@ def salvage(out: Path) -> dict:
     if not header:
         raise ValueError(f"{out}: no results.json and no progress.jsonl of a pinhole run")
     finished = max((header["started"], out.joinpath(PROGRESS).stat().st_mtime))
-    doc = document(cases, header["kernel"], {}, header["started"], finished)
+    why = "the run died (killed, or the machine stopped) while this case ran"
+    records = cases + [cut_off_record(i, why) for i in cut_off]
+    doc = document(records, header["kernel"], {}, header["started"], finished)
     doc["cut_off"] = cut_off
+    if header.get("planned"):
+        doc["planned"] = header["planned"]
+    doc["incomplete"] = incomplete_text("the run died before it finished", len(cases),
+                                        header.get("planned"), cut_off)
     return doc
+
+
+def incomplete_text(what: str, done: int, planned: int | None, cut_off: list[str]) -> str:
+    of = f" of {planned}" if planned else ""
+    running = f"; cut off while running: {', '.join(cut_off)}" if cut_off else ""
+    return f"{what}: {done}{of} cases finished{running}"
 
 
 def load(path: Path) -> dict:

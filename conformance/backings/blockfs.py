@@ -22,6 +22,24 @@ def scratch_dir() -> str:
                                            else tempfile.gettempdir())
 
 
+def scratch_problem() -> str | None:
+    """Why $PINHOLE_SCRATCH cannot hold loop images (missing, not a directory, read-only),
+    or None; checked before a run so a bad value is one error, not one per case."""
+    where = os.environ.get(SCRATCH_ENV)
+    if not where:
+        return None
+    if not os.path.exists(where):
+        return f"{SCRATCH_ENV}={where}: no such directory"
+    if not os.path.isdir(where):
+        return f"{SCRATCH_ENV}={where}: not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as e:
+        return f"{SCRATCH_ENV}={where}: cannot create files there: {e.strerror}"
+    return None
+
+
 class BlockFs(Backing):
     persistent = True
     fstype: ClassVar[str]

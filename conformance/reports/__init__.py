@@ -29,10 +29,10 @@ def write_all(out: Path, docs: list[dict]) -> list[Path]:
 
 def summary(docs: list[dict]) -> str:
     """What failed and why, per kernel."""
-    lines = []
+    lines: list[str] = []
     for doc in docs:
         lines.append(f"{about.kernel(doc)}:" if len(docs) > 1 else about.kernel(doc))
-        lines += [("  " if len(docs) > 1 else "") + line for line in results.summary(doc["cases"])]
-        if doc.get("cut_off"):
-            lines.append(f"cut off, running when the run died: {', '.join(doc['cut_off'])}")
+        indent = "  " if len(docs) > 1 else ""
+        ours = results.summary(doc["cases"]) + results.incomplete_lines([doc])
+        lines += [indent + line for line in ours]
     return "\n".join(lines) + "\n"

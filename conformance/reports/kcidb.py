@@ -86,10 +86,12 @@ def build_all(docs: list[dict], origin: str = "pinhole") -> dict:
         sub["builds"].append({
             "checkout_id": checkout_id, "id": build_id, "origin": origin,
             "architecture": k.get("machine"),
-            "comment": f"{k.get('release')} {k.get('version')}",
+            "comment": ("INCOMPLETE: " if doc.get("incomplete") else "")
+                       + f"{k.get('release')} {k.get('version')}",
             "start_time": about.rfc3339(doc["started"]),
             "misc": {"kernel": k, "totals": doc["totals"],
-                     "finished": about.rfc3339(doc["finished"])},
+                     "finished": about.rfc3339(doc["finished"]),
+                     "incomplete": doc.get("incomplete")},
         })
         sub["tests"] += [test(c, doc, build_id, origin) for c in doc["cases"]]
     return prune(sub)

@@ -44,8 +44,10 @@ def result_line(n: int, case: dict) -> str:
 
 def lines(doc: dict) -> list[str]:
     cases = doc["cases"]
-    out = ["KTAP version 1", f"1..{len(cases)}",
+    # A run that did not finish plans what it meant to run, so a parser sees what is missing.
+    out = ["KTAP version 1", f"1..{max(len(cases), doc.get('planned') or 0)}",
            f"# pinhole on {about.kernel(doc)} ({one_line(doc['kernel'].get('version', '?'))})"]
+    out += [f"# {one_line(line)}" for line in results.incomplete_lines([doc])]
     for n, case in enumerate(cases, 1):
         if case["verdict"] in ("fail", "error"):
             out += diagnostics(case)
@@ -64,6 +66,10 @@ def render_many(docs: list[dict]) -> str:
     out = ["KTAP version 1", f"1..{len(docs)}"]
     for n, doc in enumerate(docs, 1):
         out += ["  " + line for line in lines(doc)]
-        failed = results.exit_code(doc["cases"]) == results.EXIT_FAIL
-        out.append(f"{'not ok' if failed else 'ok'} {n} {about.kernel(doc)}")
+        # A kernel whose run did not finish, or ran nothing (a lost VM), is not ok.
+        code = results.run_exit(doc)
+        failed = code in (results.EXIT_FAIL, results.EXIT_HARNESS)
+        why = doc.get("incomplete") or ("no case ran" if not doc["cases"] else "")
+        tail = f" # ERROR {one_line(why)}" if failed and why else ""
+        out.append(f"{'not ok' if failed else 'ok'} {n} {about.kernel(doc)}{tail}")
     return "\n".join(out) + "\n"

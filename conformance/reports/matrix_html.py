@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from html import escape
 
+from .. import results
 from . import about, grid
 
 FIELDS = ("id", "verdict", "expected", "outcome", "errno", "detail", "reason", "spec", "dmesg",
@@ -211,6 +212,8 @@ def render(docs: list[dict]) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>{STYLE}</style></head><body>
 <h1>{escape(title)}</h1>
+{"".join(f'<p class="incomplete"><strong>{escape(w)}</strong></p>'
+         for w in results.incomplete_lines(docs))}
 {head(docs)}
 {legend()}
 {filters(docs, tables)}

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 from string import ascii_lowercase
 
+from .. import results
 from . import about, grid
 
 # Wider tables name their mutation columns by letter, with a key under the table.
@@ -201,7 +202,8 @@ def render(docs: list[dict], *, ascii: bool = False) -> str:
     labels = grid.kernel_labels(docs)
     notes = Footnotes()
     tables = grid.tables(docs)
-    parts = ["# pinhole matrix", head(docs), legend(symbols, len(docs) > 1)]
+    warnings = [f"**{line}**" for line in results.incomplete_lines(docs)]
+    parts = ["# pinhole matrix", *warnings, head(docs), legend(symbols, len(docs) > 1)]
     if len(docs) > 1:
         differ = sum(t.differs(r, c) for t in tables for r in t.rows for c in t.columns)
         parts.append(f"{differ} cells differ between kernels (marked *)." if differ

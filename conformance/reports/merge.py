@@ -30,12 +30,21 @@ def merge(docs: list[dict]) -> dict:
     return merged | extra
 
 
+def finished(run: Path) -> bool:
+    """results.json is this run's: an older one beside a newer progress.jsonl is a previous
+    run's, and what the newer run did is in its progress."""
+    done, progress = run / "results.json", run / results.PROGRESS
+    if not done.exists():
+        return False
+    return not progress.exists() or done.stat().st_mtime_ns >= progress.stat().st_mtime_ns
+
+
 def load_many(paths: list[Path]) -> list[dict]:
     """Read and check each file (a directory means its results.json), merge by kernel."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for path in paths:
         path = Path(path)
-        if path.is_dir() and not (path / "results.json").exists():
+        if path.is_dir() and not finished(path):
             doc = results.salvage(path)  # a run that was killed: what it finished
         else:
             doc = results.load(resolve(path))
