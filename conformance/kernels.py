@@ -1,6 +1,7 @@
 """Resolve a kernel SPEC for the matrix into a bootable kernel on this machine.
 
-SPEC is ``debian:SERIES`` (``debian:6.12``), ``debian:SUITE`` (``debian:sid``), an exact Debian
+SPEC is ``debian-src:SERIES`` (a kernel built from Debian's source package, kbuild.py),
+``debian:SERIES`` (``debian:6.12``), ``debian:SUITE`` (``debian:sid``), an exact Debian
 package version (``debian:6.1.170-3``), a vmlinuz/bzImage file, or a kernel build tree. Debian
 kernels come from a private apt configuration under the user's cache directory: the system's
 apt sources are never touched, and apt still verifies every Release file against Debian's
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cmp_to_key
 from pathlib import Path
@@ -343,12 +345,18 @@ def from_path(spec: str, path: Path) -> Kernel:
     return Kernel(spec, release, None, path, moddir if moddir.is_dir() else None, config)
 
 
-def resolve(spec: str, *, cache: Path | None = None, refresh: bool | None = None) -> Kernel:
+def resolve(spec: str, *, cache: Path | None = None, refresh: bool | None = None,
+            patches: Sequence[Path] = ()) -> Kernel:
     """The kernel SPEC names, fetched and extracted when it is a Debian package.
 
     refresh: True forces `apt-get update`, False never runs it, None runs it when the private
-    lists are missing or older than a day.
+    lists are missing or older than a day. patches: applied to a debian-src: kernel's source.
     """
+    if spec.startswith("debian-src:"):
+        from . import kbuild  # kbuild imports this module
+        return kbuild.resolve(spec, list(patches), cache)
+    if patches:
+        raise KernelNotFound(f"--patch needs a kernel built from source (debian-src:), not {spec}")
     if not spec.startswith("debian:"):
         return from_path(spec, Path(spec))
     cache = cache or cache_root()
