@@ -218,9 +218,15 @@ def cmd_matrix(args: argparse.Namespace, pytest_args: list[str]) -> int:
     selection = [*dimension_args(args), *[f"--spec={os.path.abspath(s)}" for s in args.spec],
                  *pytest_args]
     load_spec(args.spec)
+    # Ctrl-C and SIGTERM stop the running VM and leave partial reports (lifetime.Stopped).
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lifetime.raise_stopped)
+    try:
+        kernel_matrix.resolve_all(args.kernel)
+    except (kernels.KernelNotFound, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
     out = out_dir(args.out)
-    # SIGTERM unwinds like Ctrl-C, so a running VM is stopped rather than orphaned.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    claim(out)
     try:
         code = kernel_matrix.run(args.kernel, out.resolve(), selection, args.timeout)
     except (kernels.KernelNotFound, FileNotFoundError) as e:
@@ -365,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
         discard_created()
         print(f"pinhole: error: {e}", file=sys.stderr)
         return results.EXIT_USAGE
+    except lifetime.Stopped as e:  # before any VM ran: nothing to report
+        discard_created()
+        print(f"pinhole: stopped by {e}", file=sys.stderr)
+        return 128 + e.signum
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import kernels, reports, results, vm
+from . import kernels, lifetime, reports, results, vm
 from .guest import GUEST_FILE
 from .matrix import Case
 from .verdict import Result
@@ -44,24 +44,59 @@ def guest_command(kernel: kernels.Kernel, out: Path, pytest_args: list[str]) -> 
     return f"cd {shlex.quote(str(ROOT))} && {env} exec {shlex.join(argv)}"
 
 
+WHAT = {"panic": "the kernel panicked", "timeout": "the VM hit its time limit",
+        "lost": "the VM ended without a status", "failed": "the run in the guest failed",
+        "stopped": "pinhole was stopped"}
+
+
+def what_happened(vm_result: vm.VmResult) -> str:
+    """Why a VM's run ended early, in a line: vng's own error line when it has one."""
+    return WHAT[vm_result.outcome] + (f" ({vm_result.why})" if vm_result.why else "")
+
+
 def cut_off(ids: list[str], vm_result: vm.VmResult) -> list[dict]:
-    """Records for the cases the VM died in: a panic or hang is a finding about the kernel."""
-    what = {"panic": "the kernel panicked", "timeout": "the VM hit its time limit",
-            "lost": "the VM ended without a status"}[vm_result.outcome]
-    return [Result(Case.from_id(i), "fail", "kernel-warning", reason=f"{what} while this case ran",
-                   dmesg=vm_result.console_tail[-16384:]).as_dict() for i in ids]
+    """Records for the cases the VM died in: a panic or hang is a finding about the kernel, a
+    stop is not. An id that is no case's (a stray parameter of an older run) is left out."""
+    reason = f"{what_happened(vm_result)} while this case ran"
+    tail = vm_result.console_tail[-16384:]
+    records = []
+    for i in ids:
+        if results.is_control(i):
+            records.append(results.control(i, "error", reason) | {"dmesg": tail})
+            continue
+        try:
+            case = Case.from_id(i)
+        except ValueError:
+            continue
+        seen = ("error", None) if vm_result.outcome == "stopped" else ("fail", "kernel-warning")
+        records.append(Result(case, *seen, reason=reason, dmesg=tail).as_dict())
+    return records
 
 
 def collect(kernel: kernels.Kernel, kdir: Path, vm_result: vm.VmResult, started: float) -> dict:
-    """The kernel's results.json, or what progress.jsonl kept when the VM died."""
+    """The kernel's results.json, or what progress.jsonl kept when the VM died, marked
+    incomplete with the reason."""
     if vm_result.outcome in ("ok", "failed") and (kdir / "results.json").exists():
         return results.load(kdir / "results.json")
-    cases, running = results.recover(kdir)
-    if vm_result.outcome != "failed":
-        cases += cut_off(running, vm_result)
+    header, cases, running = results.read_progress(kdir)
+    died = cut_off(running, vm_result) if vm_result.outcome != "failed" else []
     kernel_info = {"release": kernel.release, "version": kernel.package_version or "",
                    "machine": "x86_64"}
-    return results.document(cases, kernel_info, {}, started, time.time())
+    doc = results.document(cases + died, kernel_info, {}, started, time.time())
+    doc["cut_off"] = [c["id"] for c in died]
+    if header.get("planned"):
+        doc["planned"] = header["planned"]
+    doc["incomplete"] = results.incomplete_text(what_happened(vm_result), len(cases),
+                                                header.get("planned"), doc["cut_off"])
+    return doc
+
+
+def resolve_all(specs: list[str]) -> None:
+    """Every kernel named, before the first one boots, so a bad spec is refused at once.
+    debian-src: kernels are left to their turn: they build, with the run's patches."""
+    for spec in specs:
+        if not spec.startswith("debian-src:"):
+            kernels.resolve(spec)
 
 
 def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float) -> dict:
@@ -76,8 +111,13 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float) -> 
     boots = 0
     while True:
         boots += 1
-        res = vm.boot_and_run(kernel, guest_command(kernel, kdir, pytest_args), timeout=timeout,
-                              append=PMEM_APPEND, rwdirs=[kdir], memory=GUEST_MEMORY)
+        try:
+            res = vm.boot_and_run(kernel, guest_command(kernel, kdir, pytest_args),
+                                  timeout=timeout, append=PMEM_APPEND, rwdirs=[kdir],
+                                  memory=GUEST_MEMORY)
+        except lifetime.Stopped as e:  # the VM is gone already (vm._run_vng): keep what ran
+            res = vm.stopped(e.signum, time.time() - started)
+            break
         # A crash before the guest came up is the boot, not a case: once more (seen under TCG).
         if (kdir / GUEST_FILE).exists() or res.outcome in ("ok", "failed") or boots == 2:
             break
@@ -106,12 +146,16 @@ def run(specs: list[str], out: Path, pytest_args: list[str], timeout: float) -> 
               f"fetch {env['seconds']['fetch']} s, boot {env['seconds']['boot']} s, "
               f"run {env['seconds']['run']} s; {results.summary(doc['cases'])[0]}", flush=True)
         docs.append(doc)
+        if env["vm"] == "stopped":
+            break
     reports.write_all(out, docs)
     for a, b in zip(docs, docs[1:], strict=False):
         name = f"diff-{a['environment']['release']}-{b['environment']['release']}.txt"
         results.write_atomic(out / name, reports.diff.render(reports.diff.diff(a, b), a, b))
     print(reports.summary(docs), end="")
-    return combined_exit([results.exit_code(d["cases"]) for d in docs],
+    if docs[-1]["environment"]["vm"] == "stopped":
+        return 128 + docs[-1]["environment"]["vm_status"]
+    return combined_exit([results.run_exit(d) for d in docs],
                          [d["environment"]["vm"] for d in docs])
 
 

@@ -18,3 +18,16 @@ def die_with_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> Non
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
     if os.getppid() != parent:  # the parent died before prctl: nobody would signal us
         os.kill(os.getpid(), sig)
+
+
+class Stopped(BaseException):
+    """SIGINT or SIGTERM of pinhole, raised where the main thread is, so what runs (a VM) is
+    stopped and the partial results written before pinhole exits 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_stopped(signum: int, _frame: object) -> None:
+    raise Stopped(signum)

@@ -44,7 +44,8 @@ echo "$rc $start $end" > {dir}/status.tmp && mv {dir}/status.tmp {dir}/status
 
 @dataclass(frozen=True)
 class VmResult:
-    # ok (status 0), failed (status != 0), timeout, panic, or lost (the VM ended without status)
+    # ok (status 0), failed (status != 0), timeout, panic, lost (the VM ended without status),
+    # or stopped (pinhole was; status is the signal)
     outcome: str
     status: int | None
     stdout: str
@@ -56,6 +57,34 @@ class VmResult:
     run_seconds: float
     total_seconds: float
     command_line: list[str]
+    # Why a VM that never reached its command ended: vng's or qemu's last error line.
+    why: str = ""
+
+
+# vng and qemu say what went wrong on lines like these ("virtme-run: not found", "qemu-system-
+# x86_64: ... No such file or directory", "Could not access KVM kernel module").
+ERROR_WORDS = ("error", "not found", "no such file", "could not", "cannot", "failed",
+               "permission denied", "unable")
+
+
+def why_lost(console: str) -> str:
+    """The last line of the console log that says what failed, else its last line."""
+    lines = [line.strip() for line in console.splitlines() if line.strip()]
+    said = [line for line in lines if any(w in line.lower() for w in ERROR_WORDS)]
+    return (said or lines or ["no output at all from vng"])[-1][:500]
+
+
+def stopped(signum: int, seconds: float) -> VmResult:
+    """The result of a VM stopped because pinhole was (Ctrl-C, SIGTERM): status is signum."""
+    return VmResult("stopped", signum, "", "", "", "", seconds, 0.0, seconds, [],
+                    f"stopped by {signal.Signals(signum).name}")
+
+
+def tool_env() -> dict[str, str]:
+    """The environment vng runs in: pinhole's own bin directory first on PATH, where pip put
+    vng's helpers (virtme-run, virtme-ng-init), even when .venv/bin is not on the caller's."""
+    here = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": os.pathsep.join([here, os.environ.get("PATH") or os.defpath])}
 
 
 def vng_binary() -> str:
@@ -91,7 +120,8 @@ def _run_vng(cmd: list[str], timeout: float, console: Path) -> tuple[int | None,
     start = time.monotonic()
     with console.open("wb") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
+                                start_new_session=True, env=tool_env())
+        watcher = _watch_group(proc.pid)
         try:
             rc: int | None = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -100,8 +130,20 @@ def _run_vng(cmd: list[str], timeout: float, console: Path) -> tuple[int | None,
         except BaseException:  # Ctrl-C or SIGTERM of pinhole: the VM goes with it
             _stop_group(proc)
             raise
-        _wait_group_gone(proc.pid)
+        finally:
+            _wait_group_gone(proc.pid)
+            watcher.kill()
+            watcher.wait()
     return rc, time.monotonic() - start
+
+
+def _watch_group(pgid: int) -> subprocess.Popen:
+    """A watcher that kills the VM's process group when pinhole dies, even by SIGKILL: qemu is
+    vng's grandchild, beyond the reach of PR_SET_PDEATHSIG. pinhole holds its stdin open."""
+    code = (f"import contextlib, os, sys; sys.stdin.read()\n"
+            f"with contextlib.suppress(OSError): os.killpg({pgid}, 9)")
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            start_new_session=True)
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
@@ -152,8 +194,12 @@ def accelerator(kernel: Kernel, *, probe_timeout: float = KVM_PROBE_TIMEOUT) -> 
         cached_key, _, accel = verdict.read_text().strip().rpartition(" ")
         if cached_key == key and accel in ("kvm", "tcg"):
             return accel
-    result = boot_and_run(kernel, "true", timeout=probe_timeout, accel="kvm")
-    accel = "kvm" if result.outcome == "ok" else "tcg"
+    if boot_and_run(kernel, "true", timeout=probe_timeout, accel="kvm").outcome == "ok":
+        accel = "kvm"
+    elif boot_and_run(kernel, "true", timeout=probe_timeout, accel="tcg").outcome == "ok":
+        accel = "tcg"  # TCG reaches the guest where KVM did not: KVM is what fails here
+    else:
+        return "tcg"  # nothing boots (vng broken, say): no verdict about KVM to keep
     verdict.parent.mkdir(parents=True, exist_ok=True)
     verdict.write_text(f"{key} {accel}\n")
     return accel
@@ -190,7 +236,8 @@ def boot_and_run(kernel: Kernel, command: list[str] | str, *, timeout: float,
             outcome = "lost"
         else:
             outcome = "ok" if status == 0 else "failed"
+        why = why_lost(console) if outcome in ("lost", "timeout") else ""
         return VmResult(outcome, status, _read(work / "stdout"), _read(work / "stderr"),
-                        _tail(console), accel, total - run, run, total, cmd)
+                        _tail(console), accel, total - run, run, total, cmd, why)
     finally:
         shutil.rmtree(work, ignore_errors=True)

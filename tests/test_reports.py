@@ -225,3 +225,104 @@ def test_write_all_and_summary(tmp_path, two):
     assert len(json.loads(paths[-1].read_text())["builds"]) == 2
     text = summary(two)
     assert "6.1.0 x86_64:" in text and "FAIL  io_uring.ext4.shared.rw.hole.none.pin-to-file" in text
+
+
+def killed_run(tmp_path, ids_begun):
+    """A progress.jsonl as a SIGKILLed run leaves it: a planned count, two finished cases,
+    and ids that began and never ended."""
+    done = cases_618()[:2]
+    lines = [{"run": {"kernel": {"release": "6.18", "version": "#1", "machine": "x86_64"},
+                      "started": 1_700_000_000.0}}, {"planned": 40}]
+    for c in done:
+        lines += [{"begin": c["id"]}, {"case": c}]
+    lines += [{"begin": i} for i in ids_begun]
+    (tmp_path / results.PROGRESS).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return tmp_path
+
+
+def test_a_killed_run_is_incomplete_in_every_report(tmp_path):
+    running = "io_uring.ext4.shared.rw.hole.none.admission"
+    out = killed_run(tmp_path, [running])
+    (doc,) = merge.load_many([out])
+    assert doc["incomplete"].startswith("the run died before it finished: 2 of 40 cases")
+    cut = next(c for c in doc["cases"] if c["id"] == running)
+    assert cut["verdict"] == "error" and "died" in cut["reason"]
+    assert results.run_exit(doc) == results.EXIT_FAIL
+    written = {p.name: p.read_text() for p in write_all(out, [doc])}
+    assert "1..40" in written["results.ktap"].splitlines()[1]
+    assert "# INCOMPLETE: the run died" in written["results.ktap"]
+    assert re.search(rf"^not ok \d+ {re.escape(running)} # ERROR ", written["results.ktap"], re.M)
+    assert "**INCOMPLETE: the run died" in written["matrix.md"]
+    assert "INCOMPLETE: the run died" in written["matrix.html"]
+    build = json.loads(written["kcidb.json"])["builds"][0]
+    assert build["comment"].startswith("INCOMPLETE") and build["misc"]["incomplete"]
+    assert "INCOMPLETE: the run died" in summary([doc])
+
+
+def test_pinhole_report_of_a_killed_run_exits_1(tmp_path):
+    import subprocess
+    import sys
+
+    out = killed_run(tmp_path, ["io_uring.ext4.shared.rw.hole.none.admission"])
+    r = subprocess.run([sys.executable, "-m", "conformance.cli", "report", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "INCOMPLETE" in r.stdout, r.stdout + r.stderr
+
+
+def test_an_old_results_json_does_not_win_over_a_newer_progress(tmp_path):
+    results.write(tmp_path, doc("6.18", cases_618()))
+    import os
+    os.utime(tmp_path / "results.json", (1, 1))
+    killed_run(tmp_path, [])
+    (loaded,) = merge.load_many([tmp_path])
+    assert len(loaded["cases"]) == 2 and loaded["incomplete"]
+
+
+def test_cut_off_ids_are_only_case_and_control_ids():
+    from conformance.plugin import case_id_of
+
+    node = "cases/test_controls.py::test_coherence_detector_reports_a_disconnected_pin"
+    assert case_id_of(f"{node}[file-to-pin]") is None
+    assert case_id_of("cases/test_io_uring.py::test_io_uring[NOTSET]") is None
+    assert case_id_of(f"{node}[control.coherence.pin-to-file]") == "control.coherence.pin-to-file"
+    real = "io_uring.memfd.shared.rw.hole.none.admission"
+    assert case_id_of(f"cases/test_io_uring.py::test_io_uring[{real}]") == real
+
+
+def test_matrix_recovery_skips_stray_ids_and_records_a_panic():
+    from conformance import kernel_matrix, vm
+
+    res = vm.VmResult("panic", None, "", "", "Kernel panic - not syncing: sysrq", "tcg",
+                      1.0, 1.0, 2.0, [])
+    real = "io_uring.memfd.shared.rw.hole.none.admission"
+    records = kernel_matrix.cut_off(["file-to-pin", "NOTSET", real, "control.zeropage.anon"],
+                                    res)
+    assert [r["id"] for r in records] == [real, "control.zeropage.anon"]
+    assert records[0]["verdict"] == "fail" and "panicked" in records[0]["reason"]
+    assert "Kernel panic" in records[0]["dmesg"]
+
+
+def test_a_lost_vm_is_not_ok_over_its_plan():
+    lost = doc("6.1", [])
+    lost["incomplete"] = "the VM ended without a status (virtme-run: not found)"
+    text = ktap.render_many([doc("6.18", cases_618()[:1]), lost])
+    assert re.search(r"^not ok 2 6\.1\b.* # ERROR .*virtme-run: not found", text, re.M), text
+    assert results.run_exit(lost) == results.EXIT_HARNESS
+
+
+def test_controls_render_in_every_report(tmp_path):
+    ctl = results.control("control.zeropage.anon", "fail", "the control failed", "detail")
+    d = doc("6.18", cases_618()[:1] + [ctl])
+    assert results.exit_code(d["cases"]) == results.EXIT_FAIL
+    written = {p.name: p.read_text() for p in write_all(tmp_path, [d])}
+    assert "not ok 1 control.zeropage.anon" in written["results.ktap"]
+    assert "## control" in written["matrix.md"]
+    kc = json.loads(written["kcidb.json"])["tests"]
+    assert any(t["path"] == "control.zeropage.anon" and t["status"] == "FAIL" for t in kc)
+    assert KCIDB_PATH.match("control.coherence.file-to-pin")
+
+
+def test_passing_controls_do_not_turn_an_all_skip_run_into_a_pass():
+    skip = case("io_uring", "ext4", "private", "hole", "none", "admission", "skip", None)
+    ctl = results.control("control.zeropage.anon", "pass", "saw it")
+    assert results.exit_code([skip, ctl]) == results.EXIT_SKIP
