@@ -37,6 +37,12 @@ class Trial:
         file pinner such as udmabuf pins the file's folios whatever maps them)."""
         return self.case.mapping == "private" and self.pinned.through_mapping
 
+    @property
+    def holds_private_copy(self) -> bool:
+        """A long-term pin through a MAP_PRIVATE mapping holds the exclusive copy the mapping
+        keeps mapping, so later stores through the mapping reach the pin."""
+        return self.private_copy and self.pinned.longterm
+
 
 Check = Callable[[Trial, Baseline, Effect], Observation]
 
@@ -46,20 +52,30 @@ def admission(t: Trial, base: Baseline, effect: Effect) -> Observation:
 
 
 def zeropage(t: Trial, base: Baseline, effect: Effect) -> Observation:
+    """Whether the pinned pages are the shared zeropage or the huge zero folio. A pin taken
+    through the mapping holds what the mapping's page table maps right after GUP, so that is
+    read as it is; a file pinner (udmabuf) is seen through a mapping of the file's page cache,
+    which this check faults in itself. The detail says which was examined."""
     pagemap = t.worker.pagemap
     if not pagemap.sees_pfns():
         raise Skip(NEEDS_ROOT)
-    for off in range(0, t.subject.length, PAGE_SIZE):  # fault in what a file pinner left unmapped
-        read_mem(t.pinned.view_addr + off, 1)
+    if t.pinned.through_mapping:
+        examined = "examined the mapping's page table as the pin left it"
+    else:
+        for off in range(0, t.subject.length, PAGE_SIZE):  # a file pinner maps nothing itself
+            read_mem(t.pinned.view_addr + off, 1)
+        examined = ("examined the file's page cache through a mapping faulted by this check "
+                    "(the pin's own mapping is VM_PFNMAP, which pagemap does not show)")
     pages = pagemap.pages(t.pinned.view_addr, t.subject.length)
     zero = [p for p in pages if p.zero_page]
     if zero:
         return Observation("disconnected", f"{len(zero)} of {len(pages)} pinned pages are the "
-                           f"shared zeropage: {zero[0].describe()}")
+                           f"shared zeropage: {zero[0].describe()}; {examined}")
     absent = [p for p in pages if not p.present]
     if absent:
-        raise RuntimeError(f"cannot tell what is pinned: {absent[0].describe()}")
-    return Observation("pinned", f"{len(pages)} pages, none the zeropage; {pages[0].describe()}")
+        raise RuntimeError(f"cannot tell what is pinned: {absent[0].describe()}; {examined}")
+    return Observation("pinned", f"{len(pages)} pages, none the zeropage; "
+                       f"{pages[0].describe()}; {examined}")
 
 
 def file_as_operation_says(t: Trial, base: Baseline, effect: Effect) -> Observation | None:

@@ -15,7 +15,7 @@ BACKINGS = ("memfd", "memfd-hugetlb", "tmpfs", "hugetlbfs", "ext4", "xfs", "btrf
             "ext4-dax", "xfs-dax")
 MAPPINGS = ("shared", "private")
 ACCESS = ("ro", "rw")
-STATES = ("hole", "faulted-hole", "written", "unwritten", "punched")
+STATES = ("hole", "faulted-hole", "stored", "written", "unwritten", "punched")
 MUTATIONS = ("none", "pwrite", "store", "pin-write", "truncate-down", "truncate-down-up",
              "punch-hole", "madv-remove", "zero-range", "collapse-range", "insert-range",
              "fallocate", "madv-dontneed", "madv-pageout", "madv-cold", "fadvise-dontneed",

@@ -60,10 +60,13 @@ def pwrite(t, base: Baseline) -> Effect:
 
 def store(t, base: Baseline) -> Effect:
     """A CPU store through the mapping under test. In MAP_PRIVATE it lands in whatever the
-    mapping maps: the pinned copy for a long-term pin, a new COW copy for a mere reference."""
+    mapping maps: the pinned exclusive copy for a long-term pin (a write pin broke COW, a
+    R/O one was unshared: mm/gup.c gup_must_unshare()), a new COW copy for a mere reference."""
     data = _data(t)
     write_mem(t.subject.addr, data)
-    return Effect(data, pin=data) if _shared(t) else Effect(base.file)
+    if _shared(t):
+        return Effect(data, pin=data)
+    return Effect(base.file, pin=data if t.holds_private_copy else None)
 
 
 def pin_write(t, base: Baseline) -> Effect:
@@ -168,8 +171,9 @@ def _direct_fd(t) -> int:
 
 
 def odirect_write(t, base: Baseline) -> Effect:
-    """Afterwards the kernel invalidates the cached range (mm/filemap.c
-    kiocb_invalidate_post_direct_write()), which can take the folio out of the cache."""
+    """On backings with a page cache over storage the kernel invalidates the cached range
+    afterwards (mm/filemap.c kiocb_invalidate_post_direct_write()), which can take the folio
+    out of the cache; elsewhere the write lands in the file's own pages."""
     data = _data(t)
     fd = _direct_fd(t)
     try:
@@ -178,7 +182,7 @@ def odirect_write(t, base: Baseline) -> Effect:
             os.pwritev(fd, [buf.view()[:len(data)]], t.subject.offset)
     finally:
         os.close(fd)
-    return Effect(data, detaches=True)
+    return Effect(data, detaches=t.subject.backing.direct_write_invalidates)
 
 
 def odirect_read(t, base: Baseline) -> Effect:
@@ -210,11 +214,12 @@ def _source(t, data: bytes) -> int:
 
 
 def copy_file_range(t, base: Baseline) -> Effect:
-    """Within one xfs or btrfs this is a reflink: the range's old folios leave the cache."""
+    """Within one xfs or btrfs this is a reflink: the range's old folios leave the cache.
+    Elsewhere it copies into the file's own pages (fs/read_write.c vfs_copy_file_range())."""
     data = _data(t)
     src = _source(t, data)
     os.copy_file_range(src, t.subject.fd, len(data), t.subject.offset, t.subject.offset)
-    return Effect(data, detaches=True)
+    return Effect(data, detaches=t.subject.backing.reflinks)
 
 
 def reflink(t, base: Baseline) -> Effect:

@@ -20,11 +20,15 @@ from .worker import Worker
 # fsdax truncation waits, without limit, for extra references to the pages to go away
 # (fs/dax.c dax_layout_busy_page()); a pipe's references stay as long as the pipe does.
 PATIENCE_S = 10.0
+# A mutation that waited on the pin finishes at once when the pin goes; one still running
+# this long after the release was merely slow, not blocked by the pin.
+RELEASE_S = 2.0
 
 
 def mutate(trial: Trial, base: Baseline) -> Effect | Observation:
     """Apply the case's mutation; one that waits on the pin is seen through, not hung on:
-    after PATIENCE_S the pin is released, and a mutation that then finishes was `blocked`."""
+    after PATIENCE_S the pin is released, and a mutation that then finishes within RELEASE_S
+    was `blocked` by the pin."""
     box: dict[str, object] = {}
 
     def work() -> None:
@@ -38,11 +42,19 @@ def mutate(trial: Trial, base: Baseline) -> Effect | Observation:
     thread.join(PATIENCE_S)
     if thread.is_alive():
         trial.pinned.release()
+        released = time.monotonic()
         thread.join(PATIENCE_S)
+        after = time.monotonic() - released
         if thread.is_alive():
-            raise RuntimeError(f"{trial.case.mutation} is still blocked after the pin went")
-        return Observation("blocked", f"{trial.case.mutation} waited {PATIENCE_S:.0f} s and "
-                           "went on only once the pin or reference was dropped")
+            raise RuntimeError(f"{trial.case.mutation} is still running {PATIENCE_S:.0f} s "
+                               "after the pin went: hung, not blocked by the pin")
+        if after > RELEASE_S:
+            raise RuntimeError(f"{trial.case.mutation} took {PATIENCE_S + after:.1f} s and "
+                               f"{after:.1f} s of it after the pin went: slow, not blocked "
+                               "by the pin")
+        return Observation("blocked", f"{trial.case.mutation} was still waiting after "
+                           f"{PATIENCE_S:.0f} s with the pin held, and finished "
+                           f"{after:.2f} s after the pin or reference was dropped")
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["effect"]  # type: ignore[return-value]

@@ -42,6 +42,8 @@ class Subject:
         if state == "unwritten":  # allocated but never written: unwritten extents
             fallocate(self.fd, 0, 0, self.size)
         self.map()
+        if state == "stored":  # a write fault through the mapping under test, before the pin
+            write_mem(self.addr, fill("stored", self.length))
         if state == "faulted-hole":
             for off in range(0, self.length, PAGE_SIZE):  # a read fault on every base page
                 read_mem(self.addr + off, 1)

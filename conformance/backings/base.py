@@ -39,6 +39,13 @@ class Backing:
     persistent: ClassVar[bool] = False
     # Files are hugetlb: pages come from the reserved pool, one huge page per page_size.
     hugetlb: ClassVar[bool] = False
+    # An O_DIRECT write invalidates the cached range afterwards, taking folios out of the page
+    # cache (mm/filemap.c kiocb_invalidate_post_direct_write()); shmem's O_DIRECT (6.6+) is
+    # buffered and fsdax has no page cache.
+    direct_write_invalidates: ClassVar[bool] = False
+    # copy_file_range() within the filesystem shares extents (->remap_file_range), which first
+    # drops the destination's cached folios.
+    reflinks: ClassVar[bool] = False
 
     def availability(self) -> Availability:
         raise NotImplementedError

@@ -42,6 +42,7 @@ def scratch_problem() -> str | None:
 
 class BlockFs(Backing):
     persistent = True
+    direct_write_invalidates = True
     fstype: ClassVar[str]
     mkfs: ClassVar[list[str]]
     image_size: ClassVar[int]

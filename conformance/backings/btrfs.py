@@ -7,4 +7,5 @@ class Btrfs(BlockFs):
     name = fstype = "btrfs"
     mkfs = ["mkfs.btrfs", "-q", "-f"]
     image_size = 160 << 20
+    reflinks = True
     packages = ("btrfs-progs", "btrfs-progs")

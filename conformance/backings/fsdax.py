@@ -34,6 +34,7 @@ def pmem_devices() -> list[str]:
 
 class FsDax(BlockFs):
     mount_options = {"dax": "always"}
+    direct_write_invalidates = False  # no page cache: O_DIRECT writes the device's own pages
     _lock = -1
 
     def availability(self) -> Availability:

@@ -7,4 +7,5 @@ class Xfs(BlockFs):
     name = fstype = "xfs"
     mkfs = ["mkfs.xfs", "-q", "-f"]
     image_size = 320 << 20  # mkfs.xfs refuses filesystems under 300 MiB
+    reflinks = True
     packages = ("xfsprogs", "xfsprogs")

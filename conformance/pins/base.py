@@ -21,6 +21,9 @@ class Pinned:
     # Taken through the user mapping, so the mapping maps the pinned page, MAP_PRIVATE
     # included; a file pinner's MAP_PRIVATE mapping may map a COW copy instead.
     through_mapping = True
+    # A FOLL_PIN | FOLL_LONGTERM pin: in a COW mapping it holds an exclusive copy that later
+    # stores through the mapping reach. Plain references and per-I/O pins are not.
+    longterm = True
 
     def read(self) -> bytes:
         """What the pinned pages hold, read by the kernel or device, not by the CPU mapping."""

@@ -13,6 +13,7 @@ import os
 
 from .. import abi
 from ..backings.base import Availability
+from ..errors import Skip
 from ..syscalls import AlignedBuffer, ffi, ioctl
 from .base import Mechanism, Pinned
 
@@ -63,6 +64,16 @@ class GupTest(Mechanism):
 
     def setup(self) -> None:
         self.fd = os.open(DEBUGFS, os.O_RDWR | os.O_CLOEXEC)
+        # A gup_test older than the PIN_LONGTERM_TEST ioctls answers them with EINVAL.
+        # STOP is harmless under the flock: no other worker holds a pin set meanwhile.
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            ioctl(self.fd, abi.PIN_LONGTERM_TEST_STOP, 0, "PIN_LONGTERM_TEST_STOP")
+        except OSError as e:
+            raise Skip(f"this kernel's gup_test has no PIN_LONGTERM_TEST_START ({e.strerror}): "
+                       "needs a kernel whose mm/gup_test.c has pin_longterm_test_start()") from None
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def pin(self, subject, access: str) -> Pinned:
         return TestPin(self.fd, subject.addr, subject.length, access)

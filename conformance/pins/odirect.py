@@ -30,6 +30,7 @@ def scratch_pair(where: str) -> tuple[int, int]:
 
 
 class DirectIO(Pinned):
+    longterm = False
     def __init__(self, scratch: tuple[int, int], addr: int, length: int) -> None:
         (self.buffered, self.direct), self.addr = scratch, addr
         self.length, self.view_addr = length, addr

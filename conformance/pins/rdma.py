@@ -1,8 +1,11 @@
 """RDMA memory registration (ibv_reg_mr → ib_umem_get(), FOLL_LONGTERM) with rdma-core's
 pyverbs on the rxe soft-RoCE driver.
 
-Access 'ro' registers with IBV_ACCESS_REMOTE_READ only: a read-only long-term pin, the case
-nearest the zeropage hazard. Access 'rw' adds LOCAL_WRITE and REMOTE_WRITE (FOLL_WRITE). The
+Access 'ro' registers with IBV_ACCESS_REMOTE_READ only: from v6.2 a read-only long-term pin,
+the case nearest the zeropage hazard; before v6.2 ib_umem_get() pinned every registration
+with FOLL_WRITE (plus FOLL_FORCE for read-only ones), so 'ro' was a write pin too (removed by
+"RDMA/umem: remove FOLL_FORCE usage", v6.2). Access 'rw' adds LOCAL_WRITE and REMOTE_WRITE
+(FOLL_WRITE). The
 pinned pages are observed with RDMA READ and changed with RDMA WRITE over an RC queue pair
 connected to itself, so what is checked is what the device moves. pinhole creates an rxe link
 on loopback when there is no RDMA device and deletes only the one it created.

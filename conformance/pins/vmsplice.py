@@ -37,6 +37,7 @@ class SplicedPages(Pinned):
     """The range spliced into as many pipes as fs.pipe-max-size needs (a 2 MiB huge page
     takes two with the default 1 MiB)."""
 
+    longterm = False
     def __init__(self, addr: int, length: int) -> None:
         self.length, self.chunk = length, min(length, pipe_size())
         self.view_addr = addr
