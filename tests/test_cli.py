@@ -6,6 +6,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -103,3 +104,72 @@ def run_as_nobody_without_memlock(out: Path) -> None:
     failed = {c["id"] for c in doc["cases"] if c["verdict"] == "fail"}
     assert failed == {"control.coherence.file-to-pin", "control.coherence.pin-to-file"}
     assert "not ok 1 control.coherence.file-to-pin" in (out / "results.ktap").read_text()
+
+
+def bad_input(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """pinhole in cwd with no --out: a refused run must leave no pinhole-runs/<stamp>."""
+    r = subprocess.run([sys.executable, "-m", "conformance.cli", *args], capture_output=True,
+                       text=True, cwd=cwd, env={**os.environ, **(env or {})})
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not list(cwd.glob("pinhole-runs/*")), "a refused run left a directory"
+    return r
+
+
+def spec_file(tmp_path: Path, text: str | bytes) -> Path:
+    f = tmp_path / "layer.toml"
+    f.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return f
+
+
+ENTRY = '[[expect]]\npin = "io_uring"\noutcome = "{outcome}"\nreason = "r"\n'
+
+
+@pytest.mark.parametrize("text,message", [
+    (ENTRY.format(outcome="refused") + 'errno = "EBANANA"\n', "unknown errno 'EBANANA'"),
+    (ENTRY.format(outcome="pinned") + 'kernel = ">=6.5,<6.1"\n', "matches no version"),
+    (ENTRY.format(outcome="pinned") + 'kernel = ">6.5,<=6.5"\n', "matches no version"),
+    (b'[[expect]]\nreason = "caf\xe9"\n', "not UTF-8"),
+])
+def test_a_bad_spec_is_one_line(tmp_path, text, message):
+    f = spec_file(tmp_path, text)
+    r = bad_input(tmp_path, "run", "--spec", str(f))
+    assert message in r.stderr and str(f) in r.stderr
+
+
+def test_kernel_specific_errno_names_are_accepted(tmp_path):
+    f = spec_file(tmp_path, ENTRY.format(outcome="refused") + 'errno = "EBADFD"\n')
+    r = pinhole("spec", "--spec", str(f), "--explain",
+                "io_uring.memfd.shared.rw.hole.none.admission")
+    assert r.returncode in (0, 1) and "error" not in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a read-only mount")
+@pytest.mark.parametrize("kind", ["missing", "file", "read-only"])
+def test_a_bad_scratch_directory_is_one_line(tmp_path, kind):
+    where = tmp_path / "scratch"
+    if kind == "file":
+        where.write_text("")
+    if kind == "read-only":
+        where.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "ro", str(where)],
+                       check=True)
+    try:
+        r = bad_input(tmp_path, "run", "--pin", "io_uring", env={"PINHOLE_SCRATCH": str(where)})
+    finally:
+        if kind == "read-only":
+            subprocess.run(["umount", str(where)], check=True)
+    assert f"PINHOLE_SCRATCH={where}" in r.stderr
+
+
+def test_every_kernel_is_resolved_before_any_boots(tmp_path):
+    """A bad second kernel is refused before the first (a good one) boots: no VM, no output
+    directory, exit 2 at once."""
+    from test_kernels import _bzimage
+
+    good = tmp_path / "vmlinuz-6.18.0-test"
+    _bzimage(good, "6.18.0-test")
+    t0 = time.monotonic()
+    r = bad_input(tmp_path, "matrix", "--kernel", str(good), "--kernel",
+                  str(tmp_path / "vmlinuz-missing"), "--pin", "io_uring")
+    assert "vmlinuz-missing" in r.stderr and time.monotonic() - t0 < 30

@@ -20,6 +20,7 @@ zeropage) then expect ``pinned`` unless the outcome is ``refused``.
 
 from __future__ import annotations
 
+import errno
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -37,6 +38,12 @@ MATCH_KEYS = tuple(VOCABULARY)
 ENTRY_KEYS = {*MATCH_KEYS, "kernel", "outcome", "errno", "reason", "known", "known_reason",
               "sometimes"}
 RANGE_TERM = re.compile(r"^(>=|<|>|<=|==)\s*(\d+)\.(\d+)(?:\.(\d+))?$")
+
+
+# Errno names a case can see: Python's, and the kernel-internal ones that reach user space
+# from some paths (ENOTSUPP, 524, from drivers).
+# errorcode keeps one name per number (ENOTSUP, not EOPNOTSUPP): take every name.
+ERRNO_NAMES = frozenset(n for n in dir(errno) if n.startswith("E")) | {"ENOTSUPP"}
 
 
 class SpecError(ValueError):
@@ -60,6 +67,16 @@ class Range:
                 raise ValueError(f"bad kernel range {text!r}: use terms like '>=6.5' joined by ','")
             terms.append((m[1], (int(m[2]), int(m[3]), int(m[4] or 0))))
         return cls(text, tuple(terms))
+
+    def empty(self) -> bool:
+        """True when no version satisfies every term (">=6.5,<6.1")."""
+        lo, lo_open, hi, hi_open = (0, 0, 0), False, None, False
+        for op, v in self.terms:
+            if op in (">=", ">", "==") and (v > lo or (v == lo and op == ">")):
+                lo, lo_open = v, op == ">"
+            if op in ("<=", "<", "==") and (hi is None or v < hi or (v == hi and op == "<")):
+                hi, hi_open = v, op == "<"
+        return hi is not None and (lo > hi or (lo == hi and (lo_open or hi_open)))
 
     def contains(self, version: Version) -> bool:
         ops = {">=": version.__ge__, ">": version.__gt__, "<": version.__lt__,
@@ -159,6 +176,11 @@ def parse(text: str, path: str) -> list[Entry]:
             kernel = Range.parse(table["kernel"]) if "kernel" in table else None
         except ValueError as e:
             raise SpecError(f"{where}: {e}") from None
+        if kernel and kernel.empty():
+            raise SpecError(f"{where}: kernel range {kernel.text!r} matches no version")
+        if "errno" in table and table["errno"] not in ERRNO_NAMES:
+            raise SpecError(f"{where}: unknown errno {table['errno']!r}; use a name like "
+                            "EFAULT or EOPNOTSUPP")
         match = {k: _names(path, line, k, table[k]) for k in MATCH_KEYS if k in table}
         entries.append(Entry(path, line, match, kernel, outcomes, table.get("errno"),
                              table["reason"].strip(), table.get("known"),
@@ -178,9 +200,12 @@ class Spec:
         entries: list[Entry] = []
         for f in files:
             try:
-                text = f.read_text()
+                text = f.read_bytes().decode()
             except OSError as e:
                 raise SpecError(f"{f}: cannot read spec file: {e.strerror}") from None
+            except UnicodeDecodeError as e:
+                raise SpecError(f"{f}: not UTF-8 text (byte {e.start}): a spec file is TOML, "
+                                "which is UTF-8") from None
             entries += parse(text, str(f))
         spec = cls(entries)
         if universe is not None:
