@@ -1,0 +1,52 @@
+"""Which mutations take the page out of the file depends on the backing: checked on real
+files of each backing on the running kernel."""
+
+import os
+
+import pytest
+
+from conformance import mutations
+from conformance.matrix import Case
+from conformance.mutations import Baseline
+from conformance.subject import Subject
+
+
+class Trial:
+    """What mutations read of a trial: the case, the subject and the worker."""
+
+    def __init__(self, case, subject, worker):
+        self.case, self.subject, self.worker = case, subject, worker
+        self.cleanup = []
+        self.holds_private_copy = False
+
+
+@pytest.mark.parametrize("backing,mutation,detaches", [
+    ("ext4", "odirect-write", True),  # kiocb_invalidate_post_direct_write()
+    ("xfs", "odirect-write", True),
+    ("tmpfs", "odirect-write", False),  # shmem's O_DIRECT is buffered (6.6+)
+    ("xfs", "copy-file-range", True),  # a reflink: xfs_reflink_remap_prep()
+    ("btrfs", "copy-file-range", True),
+    ("ext4", "copy-file-range", False),  # a copy into the file's own pages
+    ("memfd", "copy-file-range", False),
+])
+def test_detaches_only_where_the_backing_drops_the_folio(pinhole_worker, backing, mutation,
+                                                         detaches):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: loop devices and mounts (run as root)")
+    b = pinhole_worker.backing(backing)
+    case = Case("io_uring", backing, "shared", "rw", "written", mutation, "file-to-pin")
+    subject = Subject(b, pinhole_worker.file_name(), "shared")
+    trial = Trial(case, subject, pinhole_worker)
+    try:
+        subject.prepare("written")
+        base = Baseline(subject.file_view(), b"", b"")
+        try:
+            effect = mutations.MUTATIONS[mutation](trial, base)
+        except OSError as e:
+            pytest.skip(f"{mutation} refused on {backing} here: {e}")
+        assert effect.detaches is detaches
+        assert subject.file_view() == effect.file
+    finally:
+        for undo in trial.cleanup:
+            undo()
+        subject.close()

@@ -1,0 +1,63 @@
+"""What the runner makes of a mutation that waits: blocked only if it waited for the pin."""
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from conformance import runner
+from conformance.checks import Observation
+from conformance.matrix import Case
+
+CASE = Case.from_id("vmsplice.ext4-dax.shared.ro.written.punch-hole.file-to-pin")
+
+
+@dataclass
+class Pin:
+    """A stand-in for a pin: only release() matters to mutate()."""
+
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.released.set()
+
+
+@dataclass
+class Trial:
+    case: Case
+    pinned: Pin
+
+
+@pytest.fixture(autouse=True)
+def short_patience(monkeypatch):
+    monkeypatch.setattr(runner, "PATIENCE_S", 0.3)
+    monkeypatch.setattr(runner, "RELEASE_S", 0.1)
+
+
+def run_with(monkeypatch, mutation):
+    monkeypatch.setitem(runner.MUTATIONS, CASE.mutation, mutation)
+    return runner.mutate(Trial(CASE, Pin()), None)
+
+
+def test_waiting_for_the_pin_is_blocked(monkeypatch):
+    def waits_for_release(t, base):
+        t.pinned.released.wait()
+        return "done"
+
+    seen = run_with(monkeypatch, waits_for_release)
+    assert isinstance(seen, Observation) and seen.outcome == "blocked"
+    assert "after the pin or reference was dropped" in seen.detail
+
+
+def test_slow_but_not_waiting_for_the_pin_is_no_verdict(monkeypatch):
+    def slow(t, base):
+        time.sleep(0.3 + 0.2)  # past the patience, and well after the release
+        return "done"
+
+    with pytest.raises(RuntimeError, match="slow, not blocked by the pin"):
+        run_with(monkeypatch, slow)
+
+
+def test_quick_mutation_gives_its_effect(monkeypatch):
+    assert run_with(monkeypatch, lambda t, base: "effect") == "effect"

@@ -1,0 +1,216 @@
+"""pinhole's own mutation testing: kernels with known pin bugs that pinhole must fail.
+
+    python validation/run.py [--only 01,03] [--source debian-src:6.12] [--timeout S]
+
+Builds the base kernel from Debian's source once (conformance/kbuild.py, cached), then each
+mutant in validation/mutants/ as a rebuild of the same tree. On each kernel, in a VM: pinhole
+on the mutant's cells (the patch's `Select:` line; a `good` mutant under its overlay,
+validation/overlays/<name>.toml), and the kernel's own selftests gup_longterm and cow built
+from the same tree. The base kernel runs every mutant's selection: it must pass them all,
+or a kill proves nothing.
+
+Writes validation/results.json and the table between the validation markers in README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from conformance import kbuild, kernel_matrix, vm  # noqa: E402
+
+HERE = ROOT / "validation"
+MUTANTS = HERE / "mutants"
+OVERLAYS = HERE / "overlays"
+RESULTS = HERE / "results.json"
+README = ROOT / "README.md"
+BEGIN, END = "<!-- validation:begin -->", "<!-- validation:end -->"
+# Outcomes that name the hazard: the pin and the file no longer agree, data went missing or
+# came back, or the kernel complained.
+HAZARDS = {"disconnected", "stale-cache", "lost-write", "resurrected", "kernel-warning"}
+SELFTEST_TIMEOUT = 600.0
+# Inside the guest: hugepages for the hugetlb tests, a tmpfs cwd for their temporary files.
+SELFTEST_SCRIPT = """cd /tmp
+echo 16 > /proc/sys/vm/nr_hugepages
+for t in {tests}; do
+  echo "== $t"
+  {dir}/$t
+  echo "== $t rc=$?"
+done
+"""
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: Path
+    kind: str  # bad: pinhole must kill it; good: pinhole must pass it under its overlay
+    select: list[str]
+    fields: dict[str, str]
+
+    @property
+    def overlay(self) -> Path | None:
+        path = OVERLAYS / f"{self.name}.toml"
+        return path if path.is_file() else None
+
+    @classmethod
+    def load(cls, path: Path) -> Mutant:
+        head = path.read_text().split("\n---\n", 1)[0]
+        fields = dict(re.findall(r"^(\w+): (.*)$", head, re.M))
+        if fields.get("Kind") not in ("bad", "good") or "Select" not in fields:
+            raise SystemExit(f"{path}: the header needs 'Kind: bad|good' and 'Select: ...'")
+        return cls(path.stem, path, fields["Kind"], shlex.split(fields["Select"]), fields)
+
+
+def hazard(case: dict) -> bool:
+    """A fail or error that names the hazard, or a pin admitted where the kernel must refuse."""
+    if case["verdict"] not in ("fail", "error"):
+        return False
+    refused = (case.get("expected") or "").startswith("refused")
+    return case.get("outcome") in HAZARDS or (refused and case.get("outcome") == "pinned")
+
+
+def pinhole(kernel_spec: str, patches: list[Path], select: list[str], spec: Path | None,
+            out: Path, timeout: float) -> dict:
+    """pinhole on one kernel in a VM, the selection only: its results document."""
+    args = [*select, *([f"--spec={spec}"] if spec else [])]
+    return kernel_matrix.run_kernel(kernel_spec, out, args, timeout, patches)
+
+
+def selftests(built: kbuild.BuiltKernel, kernel_spec: str, patches: list[Path]) -> dict:
+    """gup_longterm and cow from the same tree, in a VM: killed when a test says not ok."""
+    kernel = kbuild.resolve(kernel_spec, patches)
+    tests = sorted(built.selftests)
+    script = SELFTEST_SCRIPT.format(tests=" ".join(tests),
+                                    dir=shlex.quote(str(built.selftests[tests[0]].parent)))
+    start = time.monotonic()
+    res = vm.boot_and_run(kernel, script, timeout=SELFTEST_TIMEOUT)
+    out: dict[str, dict] = {}
+    for name, body in re.findall(r"^== (\S+)\n(.*?)^== \1 rc=", res.stdout, re.M | re.S):
+        failed = [line for line in body.splitlines()
+                  if line.startswith("not ok") and "# SKIP" not in line]
+        out[name] = {"killed": bool(failed), "first": failed[0] if failed else None,
+                     "not_ok": len(failed), "ok": body.count("\nok ")}
+    for name in tests:
+        out.setdefault(name, {"killed": None, "first": f"did not run: vm {res.outcome}",
+                              "not_ok": 0, "ok": 0})
+    out["seconds"] = round(time.monotonic() - start, 1)
+    return out
+
+
+def judge(m: Mutant | None, doc: dict) -> dict:
+    bad = [c for c in doc["cases"] if c["verdict"] in ("fail", "error")]
+    kills = [c for c in bad if hazard(c)]
+    first = kills[0] if kills else bad[0] if bad else None
+    return {
+        "totals": doc["totals"], "fails": len(bad), "kills": len(kills),
+        "killed": bool(kills),
+        "first": first and {k: first.get(k) for k in ("id", "verdict", "outcome", "expected",
+                                                      "errno", "detail")},
+        "vm": doc["environment"]["vm"],
+        "run_s": doc["environment"]["seconds"]["run"],
+    }
+
+
+def run_one(kernel_spec: str, m: Mutant | None, select: list[str], work: Path,
+            timeout: float) -> dict:
+    patches = [m.path] if m else []
+    t0 = time.monotonic()
+    built = kbuild.build(kernel_spec, patches)
+    build_s = round(time.monotonic() - t0, 1)
+    doc = pinhole(kernel_spec, patches, select, m.overlay if m else None,
+                  work / (m.name if m else "base"), timeout)
+    row = {"name": m.name if m else "base", "kind": m.kind if m else "base",
+           "fields": m.fields if m else {}, "build_s": build_s, "key": built.key,
+           "pinhole": judge(m, doc), "selftests": selftests(built, kernel_spec, patches)}
+    good = m is None or m.kind == "good"
+    p = row["pinhole"]
+    # A good kernel must give no fail at all; a bad one must be killed.
+    row["as_expected"] = (p["fails"] == 0) if good else p["killed"]
+    return row
+
+
+def mark(value: bool | None) -> str:
+    return {True: "killed", False: "survived", None: "n/a"}[value]
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| kernel | kind | pinhole | first failing case (outcome) | gup_longterm | cow "
+             "| build s | run s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p, s = r["pinhole"], r["selftests"]
+        first = p["first"]
+        where = f"`{first['id']}` ({first['outcome']})" if first else "none"
+        verdict = (("pass" if p["fails"] == 0 else f"{p['fails']} false alarms")
+                   if r["kind"] in ("base", "good") else mark(p["killed"]))
+        lines.append(f"| {r['name']} | {r['kind']} | {verdict} | {where} "
+                     f"| {mark(s['gup_longterm']['killed'])} | {mark(s['cow']['killed'])} "
+                     f"| {r['build_s']} | {p['run_s']} |")
+    return "\n".join(lines)
+
+
+def update_readme(text: str) -> None:
+    readme = README.read_text()
+    if BEGIN not in readme or END not in readme:
+        return
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default="debian-src:6.12")
+    parser.add_argument("--only", default="", help="comma-separated mutant numbers or names")
+    parser.add_argument("--timeout", type=float, default=900, help="per VM, boot included")
+    args = parser.parse_args()
+    mutants = [Mutant.load(p) for p in sorted(MUTANTS.glob("*.patch"))]
+    if args.only:
+        wanted = args.only.split(",")
+        mutants = [m for m in mutants if any(m.name.startswith(w) for w in wanted)]
+    started = time.time()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="pinhole-validation-") as tmp:
+        work = Path(tmp)
+        # The base kernel runs what every mutant runs (their union is the cross of the
+        # selections' values, a superset): no false alarm may come from the base itself.
+        union = union_selection([m.select for m in mutants])
+        rows.append(run_one(args.source, None, union, work, args.timeout))
+        for m in mutants:
+            rows.append(run_one(args.source, m, m.select, work, args.timeout))
+            print(f"validation: {m.name}: pinhole {mark(rows[-1]['pinhole']['killed'])}, "
+                  f"as expected: {rows[-1]['as_expected']}", flush=True)
+    report = {"source": args.source, "started": started, "seconds": round(time.time() - started),
+              "machine": platform.node(), "rows": rows}
+    RESULTS.write_text(json.dumps(report, indent=1) + "\n")
+    text = table(rows)
+    update_readme(text)
+    print(text)
+    return 0 if all(r["as_expected"] for r in rows) else 1
+
+
+def union_selection(selections: list[list[str]]) -> list[str]:
+    """One selection covering every given one: an option all of them narrow gets the union of
+    their values; an option any of them leaves open stays open."""
+    given = [dict(zip(s[::2], s[1::2], strict=True)) for s in selections]
+    out: list[str] = []
+    for option in dict.fromkeys(o for g in given for o in g):
+        if all(option in g for g in given):
+            values = dict.fromkeys(v for g in given for v in g[option].split(","))
+            out += [option, ",".join(values)]
+    return out
+
+if __name__ == "__main__":
+    sys.exit(main())
