@@ -272,7 +272,8 @@ class Controller:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.reservation:
             self.reservation.release()
-        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or session.shouldstop
+        stop = session.shouldfail or session.shouldstop  # -x, --maxfail, xdist's own stop
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(stop)
         cut_off = [i for i in self.begun if i not in self.cases] if interrupted else []
         why = "the run was interrupted while this case ran"
         for case_id in cut_off:
@@ -287,8 +288,8 @@ class Controller:
                                    probe.probe(), self.started, time.time())
             short = self.planned is not None and len(self.cases) < self.planned
             if interrupted or short:
-                what = (f"the run was stopped ({session.shouldstop})" if session.shouldstop
-                        and session.shouldstop is not True else "the run was interrupted")
+                what = (f"the run was stopped ({stop})" if isinstance(stop, str)
+                        else "the run was interrupted")
                 done = len(self.cases) - len(cut_off)
                 doc["incomplete"] = results.incomplete_text(what, done, self.planned, cut_off)
                 doc["cut_off"], doc["planned"] = cut_off, self.planned

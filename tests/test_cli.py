@@ -173,3 +173,27 @@ def test_every_kernel_is_resolved_before_any_boots(tmp_path):
     r = bad_input(tmp_path, "matrix", "--kernel", str(good), "--kernel",
                   str(tmp_path / "vmlinuz-missing"), "--pin", "io_uring")
     assert "vmlinuz-missing" in r.stderr and time.monotonic() - t0 < 30
+
+
+FORCED_FAIL = ('[[expect]]\npin = "io_uring"\nbacking = "memfd"\nmapping = "shared"\n'
+               'state = "hole"\ncheck = "admission"\noutcome = "refused"\nerrno = "EPERM"\n'
+               'reason = "forced to fail by the test"\n')
+
+
+def test_pytest_options_pass_through(tmp_path):
+    """-p no:xdist (pinhole's -n must go), -x (stops: the run is incomplete, exit 1) and
+    --lf (needs pytest's cache, which pinhole used to turn off)."""
+    cache = ["-o", f"cache_dir={tmp_path / 'cache'}"]
+    layer = spec_file(tmp_path, FORCED_FAIL)
+    r = pinhole("run", "--out", str(tmp_path / "serial"), *NARROW, "-p", "no:xdist", *cache)
+    assert r.returncode in (0, 3), r.stdout + r.stderr
+    narrow = [a for a in NARROW if a not in ("-n", "0")]
+    r = pinhole("run", "--out", str(tmp_path / "x"), "--spec", str(layer), *narrow, "-n", "0",
+                "-x", *cache)
+    assert r.returncode == 1, r.stdout + r.stderr
+    doc = json.loads((tmp_path / "x" / "results.json").read_text())
+    assert doc["incomplete"].startswith("the run was stopped"), doc.get("incomplete")
+    r = pinhole("run", "--out", str(tmp_path / "lf"), *narrow, "-n", "0", "--lf", *cache)
+    assert r.returncode in (0, 3), r.stdout + r.stderr
+    doc = json.loads((tmp_path / "lf" / "results.json").read_text())
+    assert [c["id"] for c in doc["cases"]] == ["io_uring.memfd.shared.rw.hole.none.admission"]
