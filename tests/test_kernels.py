@@ -215,3 +215,52 @@ def test_vng_command_kvm_and_build_dir() -> None:
     assert not any(a.startswith("module_blacklist") for a in cmd)
     assert cmd[cmd.index("--run") + 1] == "/src/linux"
     assert cmd[cmd.index("--memory") + 1] == "4G" and cmd[cmd.index("--cpus") + 1] == "4"
+
+
+def test_vng_finds_its_helpers_without_the_venv_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vng calls virtme-run by name: pinhole's own bin directory must come first on PATH."""
+    import sys
+
+    from conformance import vm
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    path = vm.tool_env()["PATH"].split(":")
+    assert path[0] == str(Path(sys.executable).parent) and path[1:] == ["/usr/bin", "/bin"]
+
+
+CONSOLE_VIRTME_MISSING = """\
+/bin/sh: 1: virtme-run: not found
+"""
+CONSOLE_QEMU = """\
+virtme: waiting for virtiofsd
+qemu-system-x86_64: -device virtio-9p-pci: cannot setup 9p: No such file or directory
+Shutting down
+"""
+
+
+def test_a_lost_vm_says_why() -> None:
+    from conformance import vm
+
+    assert vm.why_lost(CONSOLE_VIRTME_MISSING) == "/bin/sh: 1: virtme-run: not found"
+    assert "cannot setup 9p" in vm.why_lost(CONSOLE_QEMU)
+    assert vm.why_lost("") == "no output at all from vng"
+
+
+@pytest.mark.parametrize("kvm,tcg,verdict,cached", [
+    ("ok", "ok", "kvm", True), ("timeout", "ok", "tcg", True), ("lost", "lost", "tcg", False)])
+def test_kvm_verdict_is_kept_only_from_a_boot_that_reached_a_guest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kvm: str, tcg: str, verdict: str,
+        cached: bool) -> None:
+    from conformance import vm
+
+    monkeypatch.delenv("PINHOLE_ACCEL", raising=False)
+    monkeypatch.setattr(vm, "_verdict_file", lambda: tmp_path / "kvm-verdict")
+    monkeypatch.setattr(vm.os, "access", lambda *_: True)
+    outcomes = {"kvm": kvm, "tcg": tcg}
+
+    def boot(kernel, command, *, timeout, accel):
+        return vm.VmResult(outcomes[accel], 0, "", "", "", accel, 0, 0, 0, [])
+
+    monkeypatch.setattr(vm, "boot_and_run", boot)
+    assert vm.accelerator(KERNEL) == verdict
+    assert (tmp_path / "kvm-verdict").exists() == cached

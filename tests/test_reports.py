@@ -326,3 +326,16 @@ def test_passing_controls_do_not_turn_an_all_skip_run_into_a_pass():
     skip = case("io_uring", "ext4", "private", "hole", "none", "admission", "skip", None)
     ctl = results.control("control.zeropage.anon", "pass", "saw it")
     assert results.exit_code([skip, ctl]) == results.EXIT_SKIP
+
+
+def test_a_lost_vm_says_why_in_its_reports(tmp_path):
+    from conformance import kernel_matrix, kernels, vm
+
+    kernel = kernels.Kernel("debian:6.12", "6.12.1", "6.12.1-1", tmp_path / "vmlinuz", None, None)
+    res = vm.VmResult("lost", None, "", "", "/bin/sh: 1: virtme-run: not found", "tcg", 1.0, 0.0,
+                      1.0, [], why="/bin/sh: 1: virtme-run: not found")
+    lost = kernel_matrix.collect(kernel, tmp_path, res, 1_700_000_000.0)
+    assert "virtme-run: not found" in lost["incomplete"]
+    text = ktap.render_many([lost])
+    assert re.search(r"^not ok 1 6\.12\.1 .*# ERROR .*virtme-run: not found", text, re.M), text
+    assert "virtme-run: not found" in summary([lost])
