@@ -6,6 +6,8 @@ Usage (by kernel_matrix.py, in the guest): python -m conformance.guest OUT [pyte
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import glob
 import json
 import os
@@ -13,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import results
@@ -22,6 +25,12 @@ from . import results
 MODULES = ("loop", "nd_e820", "nd_pmem", "rdma_rxe", "udmabuf")
 GUEST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 GUEST_FILE = "guest.json"
+# Sparse: only what the loop images and scratch files write takes the guest's memory.
+SCRATCH_SIZE = 3 << 30
+# Set in the guest only: test hooks that would harm a host (a panic) check it.
+IN_GUEST = "PINHOLE_IN_GUEST"
+# Test-only: the case id in whose run the guest's kernel is made to panic (sysrq c).
+PANIC_IN = "PINHOLE_TEST_PANIC_IN"
 # A driver built in (=y) has no module to load, and no /sys/module/<name> unless it has
 # parameters: what it makes shows that it is there.
 DEVICES = {"loop": "/dev/loop-control", "nd_e820": "/dev/pmem*", "nd_pmem": "/dev/pmem*",
@@ -54,8 +63,8 @@ def _add_rxe_link() -> bool:
     return rdma is not None and subprocess.run(add, capture_output=True).returncode == 0
 
 
-def scratch() -> str:
-    """Loop images go to a writable tmpfs: the guest sees the host's root read-only."""
+def writable_tmpfs() -> str:
+    """A writable tmpfs: the guest sees the host's root read-only."""
     with open("/proc/self/mounts") as f:
         tmpfs = [line.split()[1] for line in f if line.split()[2:3] == ["tmpfs"]]
     for candidate in ("/tmp", "/run", "/dev/shm"):
@@ -64,18 +73,51 @@ def scratch() -> str:
     return "/tmp"
 
 
+@contextlib.contextmanager
+def scratch() -> Iterator[tuple[str, str]]:
+    """Where loop images and O_DIRECT files go, and how it was made: an ext4 on a loop device
+    over a sparse file in a tmpfs, since tmpfs has no O_DIRECT before 6.6. Falls back to the
+    tmpfs itself when that cannot be made. Unmounted and removed at the end."""
+    base = writable_tmpfs()
+    image, mnt = f"{base}/pinhole-scratch.img", f"{base}/pinhole-scratch"
+    tool = functools.partial(shutil.which, path=GUEST_PATH)
+    try:
+        with open(image, "wb") as f:
+            f.truncate(SCRATCH_SIZE)
+        os.makedirs(mnt, exist_ok=True)
+        for cmd in ([tool("mkfs.ext4") or "mkfs.ext4", "-q", "-F", "-O", "^has_journal", image],
+                    [tool("mount") or "mount", "-o", "loop", image, mnt]):
+            run = subprocess.run(cmd, capture_output=True, text=True)
+            if run.returncode:
+                raise OSError(f"{' '.join(cmd[:1])}: {run.stderr.strip() or run.returncode}")
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(image)
+        yield base, f"tmpfs {base} (no ext4 scratch: {e})"
+        return
+    try:
+        yield mnt, f"ext4 on a loop device over {image}"
+    finally:
+        subprocess.run([tool("umount") or "umount", mnt], capture_output=True)
+        with contextlib.suppress(OSError):
+            os.unlink(image)
+
+
 def main(argv: list[str]) -> int:
     out, pytest_args = Path(argv[0]), argv[1:]
-    os.environ["PINHOLE_SCRATCH"] = scratch()
     os.environ[results.SYNC_ENV] = "1"  # progress must survive a panic of this kernel
+    os.environ[IN_GUEST] = "1"
     modules = load_modules()
-    # Written first: its presence tells the host the guest came up, should the kernel die.
-    (out / GUEST_FILE).write_text(json.dumps({"modules": modules}, indent=1) + "\n")
-    import pytest
+    with scratch() as (where, how):
+        os.environ["PINHOLE_SCRATCH"] = where
+        # Written first: its presence tells the host the guest came up, should the kernel die.
+        guest = {"modules": modules, "scratch": how}
+        (out / GUEST_FILE).write_text(json.dumps(guest, indent=1) + "\n")
+        import pytest
 
-    root = Path(__file__).resolve().parent.parent
-    return pytest.main([str(root / "cases"), "-p", "no:cacheprovider", "-q",
-                        f"--pinhole-out={out}", *pytest_args])
+        root = Path(__file__).resolve().parent.parent
+        return pytest.main([str(root / "cases"), "-p", "no:cacheprovider", "-q",
+                            f"--pinhole-out={out}", *pytest_args])
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ in; the merged reports and a diff between consecutive kernels go to OUT/.
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 from . import kernels, lifetime, reports, results, vm
-from .guest import GUEST_FILE
+from .guest import GUEST_FILE, PANIC_IN
 from .matrix import Case
 from .verdict import Result
 
@@ -39,6 +40,8 @@ def qemu_version() -> str:
 def guest_command(kernel: kernels.Kernel, out: Path, pytest_args: list[str]) -> str:
     argv = [sys.executable, "-m", "conformance.guest", str(out), *pytest_args]
     env = "PYTHONDONTWRITEBYTECODE=1"
+    if os.environ.get(PANIC_IN):  # a test's request that the guest panic in one case
+        env += f" {PANIC_IN}={shlex.quote(os.environ[PANIC_IN])}"
     if kernel.config_path:
         env += f" PINHOLE_KERNEL_CONFIG={shlex.quote(str(kernel.config_path))}"
     return f"cd {shlex.quote(str(ROOT))} && {env} exec {shlex.join(argv)}"

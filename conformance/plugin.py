@@ -4,12 +4,13 @@ and results.json written by the controller (the xdist master, or the only proces
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import pytest
 
-from . import hugepages, lifetime, probe, results
+from . import guest, hugepages, lifetime, probe, results
 from .backings import BACKINGS
 from .kernel import running
 from .matrix import VOCABULARY, Case, UnknownName, cases_for, universe, unknown
@@ -147,6 +148,14 @@ def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker):
         conclude(result)
 
     return run
+
+
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """Test-only (tests/test_panic.py): panic the kernel while the case PANIC_IN names runs,
+    so the host sees a real panic mid-run. Honoured only inside a pinhole VM."""
+    target = os.environ.get(guest.PANIC_IN)
+    if target and os.environ.get(guest.IN_GUEST) and case_id_of(item.nodeid) == target:
+        Path("/proc/sysrq-trigger").write_text("c")
 
 
 def conclude(r: Result) -> None:

@@ -1,0 +1,53 @@
+"""A real kernel panic in a pinhole matrix VM: the case that was running is recorded as a
+failure with the console's tail, and the next kernel still runs. Boots two Debian kernels
+under QEMU (minutes under TCG), so it runs only where both are already cached."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conformance.guest import PANIC_IN
+from conformance.kernels import cache_root
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNELS = {"debian:6.12": "6.12.", "debian:6.1": "6.1."}
+VICTIM = "io_uring.memfd.shared.rw.hole.none.file-to-pin"
+
+
+def cached(series: str) -> bool:
+    return any(d.name.startswith(series) for d in (cache_root() / "kernels").glob("*"))
+
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64")
+                       or not all(map(cached, KERNELS.values())),
+                       reason="needs root, qemu-system-x86_64 and the Debian 6.12 and 6.1 "
+                       "kernels cached (pinhole matrix --kernel debian:6.12 --kernel debian:6.1)"),
+    pytest.mark.timeout(3600),
+]
+
+
+def test_a_guest_panic_is_recorded_and_the_next_kernel_runs(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    kernels = [a for spec in KERNELS for a in ("--kernel", spec)]
+    r = subprocess.run(
+        [sys.executable, "-m", "conformance.cli", "matrix", *kernels, f"--out={out}",
+         "--pin=io_uring", "--backing=memfd", "--state=hole", "--mutation=none"],
+        cwd=ROOT, env={**os.environ, PANIC_IN: VICTIM}, capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    docs = [json.loads(p.read_text()) for p in sorted(out.glob("*/results.json"))]
+    assert len(docs) == 2, "the kernel after the panic must run too"
+    for doc in docs:
+        assert doc["environment"]["vm"] == "panic"
+        assert doc["incomplete"].startswith("the kernel panicked")
+        victim = next(c for c in doc["cases"] if c["id"] == VICTIM)
+        assert victim["verdict"] == "fail" and "panicked while this case ran" in victim["reason"]
+        assert "sysrq" in victim["dmesg"].lower()
+        assert any(c["verdict"] == "pass" for c in doc["cases"]), "finished cases are kept"
+    ktap = (out / "results.ktap").read_text()
+    assert ktap.count("not ok") >= 4 and "# INCOMPLETE" in ktap
