@@ -114,7 +114,7 @@ def discard_created() -> None:
 
 
 def xdist_disabled(pytest_args: list[str]) -> bool:
-    pairs = zip(pytest_args, [*pytest_args[1:], ""], strict=True)
+    pairs = zip(pytest_args, [*pytest_args[1:], ""], strict=False)  # [""] when no args
     return any(a == "-pno:xdist" or (a == "-p" and b == "no:xdist") for a, b in pairs)
 
 

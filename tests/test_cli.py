@@ -197,3 +197,11 @@ def test_pytest_options_pass_through(tmp_path):
     assert r.returncode in (0, 3), r.stdout + r.stderr
     doc = json.loads((tmp_path / "lf" / "results.json").read_text())
     assert [c["id"] for c in doc["cases"]] == ["io_uring.memfd.shared.rw.hole.none.admission"]
+
+
+@pytest.mark.parametrize("args,off", [([], False), (["-x"], False), (["-p", "no:xdist"], True),
+                                      (["-pno:xdist", "-q"], True), (["-p", "no:cov"], False)])
+def test_xdist_disabled(args, off):
+    from conformance.cli import xdist_disabled
+
+    assert xdist_disabled(args) is off
