@@ -375,6 +375,10 @@ def main(argv: list[str] | None = None) -> int:
         discard_created()
         print(f"pinhole: stopped by {e}", file=sys.stderr)
         return 128 + e.signum
+    except KeyboardInterrupt:  # Ctrl-C before pytest started: nothing ran
+        discard_created()
+        print("pinhole: stopped by SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
-"""A real kernel panic in a pinhole matrix VM: the case that was running is recorded as a
-failure with the console's tail, and the next kernel still runs. Boots two Debian kernels
-under QEMU (minutes under TCG), so it runs only where both are already cached."""
+"""pinhole matrix for real: a kernel panic in a VM records the case that was running as a
+failure with the console's tail, and the next kernel still runs; a stopped or killed pinhole
+takes its VM with it. Boots Debian kernels under QEMU (minutes under TCG), so it runs only
+where they are already cached."""
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +54,33 @@ def test_a_guest_panic_is_recorded_and_the_next_kernel_runs(tmp_path: Path) -> N
         assert any(c["verdict"] == "pass" for c in doc["cases"]), "finished cases are kept"
     ktap = (out / "results.ktap").read_text()
     assert ktap.count("not ok") >= 4 and "# INCOMPLETE" in ktap
+
+
+def qemus(out: Path) -> list[int]:
+    """The qemu processes of a VM that shares out (its --rwdir) with the host."""
+    found = subprocess.run(["pgrep", "-f", f"qemu-system.*{out}"], capture_output=True,
+                           text=True).stdout.split()
+    return [int(p) for p in found]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_matrix_leaves_no_vm(tmp_path: Path, sig: int) -> None:
+    out = tmp_path / "out"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "conformance.cli", "matrix", "--kernel", "debian:6.12",
+         f"--out={out}", "--pin=io_uring", "--backing=memfd", "--state=hole",
+         "--mutation=none"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not qemus(out):
+        assert time.monotonic() < deadline and run.poll() is None, "no VM started"
+        time.sleep(0.5)
+    run.send_signal(sig)
+    stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == (128 + sig if sig != signal.SIGKILL else -sig), stderr
+    gone = time.monotonic() + 15
+    while qemus(out) and time.monotonic() < gone:
+        time.sleep(0.2)
+    assert not qemus(out), "qemu outlived pinhole matrix"
+    if sig != signal.SIGKILL:
+        assert "Traceback" not in stderr and "INCOMPLETE" in stdout, stdout + stderr
+        assert "INCOMPLETE" in (out / "results.ktap").read_text()
