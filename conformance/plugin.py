@@ -172,9 +172,9 @@ def conclude(r: Result) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     rep = outcome.get_result()
-    for key, record in item.user_properties:
-        if key == RECORD and json.loads(record)["verdict"] == "xpass" and rep.when == "call":
-            rep.wasxfail = json.loads(record)["reason"]  # pytest shows XPASS
+    records = [json.loads(r) for k, r in item.user_properties if k == RECORD]
+    if records and records[0]["verdict"] == "xpass" and rep.when == "call":
+        rep.wasxfail = records[0]["reason"]  # pytest shows XPASS
     control_id = getattr(item, "callspec", None) and item.callspec.params.get("control")
     if control_id and (rep.when == "call" or (rep.when == "setup" and not rep.passed)):
         rep.user_properties.append((RECORD, json.dumps(control_record(item, rep, control_id))))
