@@ -12,6 +12,7 @@ import pytest
 
 from . import guest, hugepages, lifetime, probe, results
 from .backings import BACKINGS
+from .backings.blockfs import scratch_problem
 from .kernel import running
 from .matrix import VOCABULARY, Case, UnknownName, cases_for, universe, unknown
 from .pins import MECHANISMS
@@ -64,6 +65,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[SPEC] = Spec.load(config.getoption("spec"), universe())
     except (UnknownName, SpecError) as e:
         raise pytest.UsageError(str(e)) from None
+    problem = scratch_problem()
+    if problem:  # one usage error, not an error verdict for every block-backed case
+        raise pytest.UsageError(problem)
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(Controller(config), "pinhole-controller")
     else:
