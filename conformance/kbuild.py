@@ -57,6 +57,8 @@ NEEDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("CONFIG_X86_PMEM_LEGACY", ("y", "m"), "ext4-dax and xfs-dax will skip (memmap= gives no "
      "pmem)"),
     ("CONFIG_BLK_DEV_LOOP", ("y", "m"), "ext4, xfs and btrfs will skip (no loop devices)"),
+    ("CONFIG_BLK_DEV_WRITE_MOUNTED", ("y",), "ext4 and xfs fail to mount their loop devices "
+     "(EBUSY)"),
     ("CONFIG_EXT4_FS", ("y", "m"), "ext4 and ext4-dax will skip"),
     ("CONFIG_XFS_FS", ("y", "m"), "xfs and xfs-dax will skip"),
     ("CONFIG_BTRFS_FS", ("y", "m"), "btrfs will skip"),
