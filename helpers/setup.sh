@@ -11,12 +11,15 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # The host suite; RDMA (the distro's pyverbs, rxe provider, iproute2's rdma); the kernel
-# matrix (qemu, busybox and kmod for virtme-ng, the archive keyring for private apt).
+# matrix (qemu, busybox and kmod for virtme-ng, the archive keyring for private apt); kernels
+# built from source (debian-src:, validation/): the kernel's build tools.
 DEBIAN="python3 python3-venv python3-pip e2fsprogs xfsprogs btrfs-progs util-linux kmod
         python3-pyverbs rdma-core ibverbs-providers iproute2
-        qemu-system-x86 busybox-static debian-archive-keyring"
+        qemu-system-x86 busybox-static debian-archive-keyring
+        gcc make flex bison bc libelf-dev libssl-dev xz-utils"
 FEDORA="python3 python3-pip e2fsprogs xfsprogs btrfs-progs util-linux kmod
-        python3-pyverbs rdma-core libibverbs iproute qemu-system-x86 busybox"
+        python3-pyverbs rdma-core libibverbs iproute qemu-system-x86 busybox
+        gcc make flex bison bc elfutils-libelf-devel openssl-devel xz glibc-static"
 
 if command -v apt-get >/dev/null; then
     missing=$(for p in $DEBIAN; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
