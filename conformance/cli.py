@@ -213,7 +213,7 @@ def stopped_run(out: Path, signum: int) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace, pytest_args: list[str]) -> int:
-    from . import kernel_matrix, kernels
+    from . import kbuild, kernel_matrix, kernels
 
     selection = [*dimension_args(args), *[f"--spec={os.path.abspath(s)}" for s in args.spec],
                  *pytest_args]
@@ -228,9 +228,14 @@ def cmd_matrix(args: argparse.Namespace, pytest_args: list[str]) -> int:
     out = out_dir(args.out)
     claim(out)
     try:
-        code = kernel_matrix.run(args.kernel, out.resolve(), selection, args.timeout)
+        code = kernel_matrix.run(args.kernel, out.resolve(), selection, args.timeout,
+                                 patches=args.patch)
     except (kernels.KernelNotFound, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
+    except kbuild.BuildFailed as e:
+        # 125: git bisect's "cannot test this revision".
+        print(f"pinhole: error: {e}", file=sys.stderr)
+        return results.EXIT_HARNESS
     print(f"pinhole: kernels side by side in {out}/ (matrix.md, matrix.html, diff-*.txt)")
     return code
 
@@ -329,6 +334,8 @@ def parser() -> argparse.ArgumentParser:
     mx.add_argument("--kernel", action="append", required=True, metavar="SPEC",
                     help="debian:6.1, debian:6.12, debian:sid, an exact Debian version "
                     "(debian:6.1.192-2), a vmlinuz path or a kernel build tree")
+    mx.add_argument("--patch", action="append", default=[], type=Path, metavar="FILE",
+                    help="apply to debian-src: kernels' source (patch -p1, in order)")
     mx.add_argument("--out", metavar="DIR", help="where results go (default: a new "
                     "directory under ./pinhole-runs)")
     add_dimensions(mx)

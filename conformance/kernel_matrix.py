@@ -12,9 +12,10 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from . import kernels, lifetime, reports, results, vm
+from . import kbuild, kernels, lifetime, reports, results, vm
 from .guest import GUEST_FILE, PANIC_IN
 from .matrix import Case
 from .verdict import Result
@@ -102,10 +103,15 @@ def resolve_all(specs: list[str]) -> None:
             kernels.resolve(spec)
 
 
-def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float) -> dict:
+def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
+               patches: Sequence[Path] = ()) -> dict:
     t0 = time.monotonic()
-    kernel = kernels.resolve(spec)
+    kernel = kernels.resolve(spec, patches=patches)
     fetch = time.monotonic() - t0
+    cfg = kernel.config()
+    gaps = kbuild.config_gaps(cfg)
+    for gap in gaps:
+        print(f"pinhole matrix: {spec}: {gap}", flush=True)
     kdir = out / kernel.release
     kdir.mkdir(parents=True, exist_ok=True)
     for stale in (results.PROGRESS, "results.json", GUEST_FILE):
@@ -125,10 +131,10 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float) -> 
         if (kdir / GUEST_FILE).exists() or res.outcome in ("ok", "failed") or boots == 2:
             break
     doc = collect(kernel, kdir, res, started)
-    cfg = kernel.config()
     doc["environment"] = {
         "spec": spec, "package": kernel.package_version, "release": kernel.release,
-        "config": {c: cfg.state(c) for c in CONFIGS}, "accelerator": res.accel,
+        "config": {c: cfg.state(c) for c in CONFIGS}, "config_gaps": gaps,
+        "accelerator": res.accel,
         "qemu": qemu_version(), "vm": res.outcome, "vm_status": res.status, "boots": boots,
         "seconds": {"fetch": round(fetch, 1), "boot": round(res.boot_seconds, 1),
                     "run": round(res.run_seconds, 1)},
@@ -140,10 +146,11 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float) -> 
     return doc
 
 
-def run(specs: list[str], out: Path, pytest_args: list[str], timeout: float) -> int:
+def run(specs: list[str], out: Path, pytest_args: list[str], timeout: float,
+        patches: Sequence[Path] = ()) -> int:
     docs = []
     for spec in specs:
-        doc = run_kernel(spec, out, pytest_args, timeout)
+        doc = run_kernel(spec, out, pytest_args, timeout, patches)
         env = doc["environment"]
         print(f"pinhole matrix: {spec} ({env['release']}, {env['accelerator']}): vm {env['vm']}, "
               f"fetch {env['seconds']['fetch']} s, boot {env['seconds']['boot']} s, "
