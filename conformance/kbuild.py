@@ -121,12 +121,19 @@ def cache_key(version: str, fragment: str, patches: list[bytes]) -> str:
     return h.hexdigest()[:16]
 
 
-def config_gaps(config: KernelConfig) -> list[str]:
-    """One line per option pinhole needs and this kernel lacks, saying what will not run."""
+# Options younger than some kernels pinhole boots: before them the behaviour they switch was
+# the only one (BLK_DEV_WRITE_MOUNTED: ed5cc702d311, v6.8).
+SINCE = {"CONFIG_BLK_DEV_WRITE_MOUNTED": (6, 8, 0)}
+
+
+def config_gaps(config: KernelConfig, version: tuple[int, int, int] | None = None) -> list[str]:
+    """One line per option pinhole needs and this kernel (of `version`, when known) lacks,
+    saying what will not run."""
     if not config.source:
         return ["no kernel config known: cannot tell in advance which rows will skip"]
     return [f"{name} is {config.state(name)}: {cost}" for name, ok, cost in NEEDS
-            if config.state(name) not in ok]
+            if config.state(name) not in ok
+            and not (version and name in SINCE and version < SINCE[name])]
 
 
 class Progress:

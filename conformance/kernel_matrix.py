@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import kbuild, kernels, lifetime, reports, results, vm
 from .guest import GUEST_FILE, PANIC_IN
+from .kernel import parse_version
 from .matrix import Case
 from .verdict import Result
 
@@ -109,7 +110,11 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
     kernel = kernels.resolve(spec, patches=patches)
     fetch = time.monotonic() - t0
     cfg = kernel.config()
-    gaps = kbuild.config_gaps(cfg)
+    try:
+        version = parse_version(kernel.release)
+    except ValueError:  # a build tree whose release says nothing ("unknown")
+        version = None
+    gaps = kbuild.config_gaps(cfg, version)
     for gap in gaps:
         print(f"pinhole matrix: {spec}: {gap}", flush=True)
     kdir = out / kernel.release
