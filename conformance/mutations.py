@@ -171,9 +171,8 @@ def _direct_fd(t) -> int:
 
 
 def odirect_write(t, base: Baseline) -> Effect:
-    """On backings with a page cache over storage the kernel invalidates the cached range
-    afterwards (mm/filemap.c kiocb_invalidate_post_direct_write()), which can take the folio
-    out of the cache; elsewhere the write lands in the file's own pages."""
+    """Whether this takes the range's page out of the file is the backing's to say
+    (Backing.direct_write_detaches(): page-cache invalidation, or fsdax's zeropage replaced)."""
     data = _data(t)
     fd = _direct_fd(t)
     try:
@@ -182,7 +181,7 @@ def odirect_write(t, base: Baseline) -> Effect:
             os.pwritev(fd, [buf.view()[:len(data)]], t.subject.offset)
     finally:
         os.close(fd)
-    return Effect(data, detaches=t.subject.backing.direct_write_invalidates)
+    return Effect(data, detaches=t.subject.backing.direct_write_detaches(t.case.state))
 
 
 def odirect_read(t, base: Baseline) -> Effect:

@@ -50,3 +50,15 @@ def test_detaches_only_where_the_backing_drops_the_folio(pinhole_worker, backing
         for undo in trial.cleanup:
             undo()
         subject.close()
+
+
+@pytest.mark.parametrize("state,detaches", [("hole", True), ("punched", True),
+                                            ("unwritten", True), ("written", False),
+                                            ("stored", False)])
+def test_fsdax_direct_write_replaces_only_the_zeropage(state, detaches):
+    """fsdax has no page cache: an O_DIRECT write lands in the device page the mapping maps,
+    except where the mapping maps the zeropage (seen on Debian 6.1: vmsplice of a hole kept
+    the zeropage after the write)."""
+    from conformance.backings.fsdax import Ext4Dax
+
+    assert Ext4Dax().direct_write_detaches(state) is detaches

@@ -39,10 +39,6 @@ class Backing:
     persistent: ClassVar[bool] = False
     # Files are hugetlb: pages come from the reserved pool, one huge page per page_size.
     hugetlb: ClassVar[bool] = False
-    # An O_DIRECT write invalidates the cached range afterwards, taking folios out of the page
-    # cache (mm/filemap.c kiocb_invalidate_post_direct_write()); shmem's O_DIRECT (6.6+) is
-    # buffered and fsdax has no page cache.
-    direct_write_invalidates: ClassVar[bool] = False
     # copy_file_range() within the filesystem shares extents (->remap_file_range), which first
     # drops the destination's cached folios.
     reflinks: ClassVar[bool] = False
@@ -63,6 +59,11 @@ class Backing:
 
     def remove(self, name: str, fd: int) -> None:
         os.close(fd)
+
+    def direct_write_detaches(self, state: str) -> bool:
+        """Whether an O_DIRECT write takes the range's page out of the file, for a range that
+        started in `state`: not for shmem, whose O_DIRECT (6.6+) is buffered."""
+        return False
 
     def remount(self) -> bool:
         """Drop the backing's caches by unmounting and mounting it again, if it can."""

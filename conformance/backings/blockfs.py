@@ -42,7 +42,6 @@ def scratch_problem() -> str | None:
 
 class BlockFs(Backing):
     persistent = True
-    direct_write_invalidates = True
     fstype: ClassVar[str]
     mkfs: ClassVar[list[str]]
     image_size: ClassVar[int]
@@ -102,6 +101,11 @@ class BlockFs(Backing):
         os.close(fd)
         assert self.mount is not None
         os.unlink(self.mount.path(name))
+
+    def direct_write_detaches(self, state: str) -> bool:
+        """The cached range is invalidated after the write (mm/filemap.c
+        kiocb_invalidate_post_direct_write()), which can take the folio out of the cache."""
+        return True
 
     def remount(self) -> bool:
         """Unmount (every file of the case must be closed) and mount again from the device."""

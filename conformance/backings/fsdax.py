@@ -18,6 +18,9 @@ from ..syscalls import statx_attributes
 from .base import Availability, root_or
 from .blockfs import BlockFs
 
+# Start states in which a read fault maps the shared zeropage (fs/dax.c dax_fault_iter():
+# IOMAP_HOLE and IOMAP_UNWRITTEN → dax_load_hole()).
+ZEROPAGE_STATES = ("hole", "faulted-hole", "unwritten", "punched")
 NO_PMEM = ("no fsdax-capable pmem device: boot with memmap=512M!1G (one region per dax "
            "backing) and modprobe -a nd_e820 nd_pmem, or let `pinhole matrix` do it")
 
@@ -34,7 +37,6 @@ def pmem_devices() -> list[str]:
 
 class FsDax(BlockFs):
     mount_options = {"dax": "always"}
-    direct_write_invalidates = False  # no page cache: O_DIRECT writes the device's own pages
     _lock = -1
 
     def availability(self) -> Availability:
@@ -63,6 +65,12 @@ class FsDax(BlockFs):
             self._lock = fd
             return dev
         raise Skip(f"every pmem device is taken by another worker or dax backing: {NO_PMEM}")
+
+    def direct_write_detaches(self, state: str) -> bool:
+        """No page cache: a write lands in the device's page the mapping maps, except where
+        the mapping maps the zeropage, which the write replaces with a new block and unmaps
+        (fs/dax.c dax_iomap_iter(): IOMAP_F_NEW → invalidate_inode_pages2_range())."""
+        return state in ZEROPAGE_STATES
 
     def create(self, name: str) -> int:
         fd = super().create(name)
