@@ -67,5 +67,5 @@ def test_base_is_judged_on_each_mutant_cells():
         {"id": "y", "pin": "io_uring", "backing": "ext4", "mapping": "shared", "state": "hole",
          "mutation": "none", "verdict": "pass"}]}
     on = run.base_on(doc, MUTANTS)
-    assert on["04-memfd-pin-zero-folio"] == {"cases": 1, "fails": ["x"]}
-    assert on["03-writable-file-pin-allowed"] == {"cases": 1, "fails": []}
+    assert on["04-memfd-pin-zero-folio"] == {"cases": 1, "of": 6, "fails": ["x"]}
+    assert on["03-writable-file-pin-allowed"] == {"cases": 1, "of": 96, "fails": []}

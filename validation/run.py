@@ -22,13 +22,15 @@ import shlex
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from conformance import kbuild, kernel_matrix, vm  # noqa: E402
+from conformance.matrix import cases_for  # noqa: E402
+from conformance.pins import MECHANISMS  # noqa: E402
 
 HERE = ROOT / "validation"
 MUTANTS = HERE / "mutants"
@@ -40,9 +42,13 @@ BEGIN, END = "<!-- validation:begin -->", "<!-- validation:end -->"
 # came back, or the kernel complained.
 HAZARDS = {"disconnected", "stale-cache", "lost-write", "resurrected", "kernel-warning"}
 SELFTEST_TIMEOUT = 600.0
-# Inside the guest: hugepages for the hugetlb tests, a tmpfs cwd for their temporary files.
+# Inside the guest: hugepages for the hugetlb tests, and an ext4 cwd, where gup_longterm's
+# "local tmpfile" tests then exercise a dirty-tracked filesystem (in a tmpfs cwd they would
+# test tmpfs, which may take long-term write pins).
 SELFTEST_SCRIPT = """cd /tmp
 echo 16 > /proc/sys/vm/nr_hugepages
+truncate -s 256M selftests.img && mkfs.ext4 -q -F selftests.img && mkdir -p ext4 \\
+  && mount -o loop selftests.img ext4 && cd ext4
 for t in {tests}; do
   echo "== $t"
   {dir}/$t
@@ -130,12 +136,13 @@ def judge(doc: dict) -> dict:
 
 
 def base_on(doc: dict, mutants: list[Mutant]) -> dict[str, dict]:
-    """What the base kernel gave on each mutant's own selection: a kill proves something
-    only where the base passed every one of those cells."""
+    """What the base kernel gave on each mutant's own selection (of how many cells it has):
+    a kill proves something only where the base passed those cells."""
+    every = [asdict(c) for pin in MECHANISMS for c in cases_for(pin)]
     out = {}
     for m in mutants:
         mine = [c for c in doc["cases"] if selected(c, m.select)]
-        out[m.name] = {"cases": len(mine),
+        out[m.name] = {"cases": len(mine), "of": sum(selected(c, m.select) for c in every),
                        "fails": [c["id"] for c in mine if c["verdict"] in ("fail", "error")]}
     return out
 
@@ -178,8 +185,8 @@ def table(rows: list[dict]) -> str:
         if p.get("incomplete"):
             verdict += f" (incomplete: {p['incomplete']})"
         on = (base or {}).get("on_selections", {}).get(r["name"])
-        same = ("-" if on is None else
-                f"{on['cases']} cases, " + (f"{len(on['fails'])} fail" if on["fails"] else "pass"))
+        same = ("-" if on is None else f"{on['cases']} of {on['of']} cells, "
+                + (f"{len(on['fails'])} fail" if on["fails"] else "pass"))
         lines.append(f"| {r['name']} | {r['kind']} | {verdict} | {where} | {same} "
                      f"| {mark(s['gup_longterm']['killed'])} | {mark(s['cow']['killed'])} "
                      f"| {r['build_s']} | {p['run_s']} |")
@@ -201,7 +208,12 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated mutant numbers or names, "
                         "or base; the other rows of results.json stay")
     parser.add_argument("--timeout", type=float, default=2400, help="per VM, boot included")
+    parser.add_argument("--table", action="store_true",
+                        help="only write the README table again from results.json")
     args = parser.parse_args()
+    if args.table:
+        update_readme(table(json.loads(RESULTS.read_text())["rows"]))
+        return 0
     mutants = [Mutant.load(p) for p in sorted(MUTANTS.glob("*.patch"))]
     wanted = args.only.split(",") if args.only else []
     if wanted:
