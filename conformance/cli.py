@@ -309,7 +309,8 @@ def cmd_spec(args: argparse.Namespace) -> int:
         print("  no entry decides this case")
         return 1
     for e in spec.deciding(case, version):
-        outcomes = "|".join(e.outcomes_for(case.check))
+        outcomes = ("|".join(e.outcomes_for(case.check)) if e.outcomes
+                    else f"adds known {e.known}")
         print(f"  {e.where}: {outcomes}{' ' + e.errno if e.errno else ''}"
               f"{' (kernel ' + e.kernel.text + ')' if e.kernel else ''}")
     known = f"; known to show {exp.known}: {exp.known_reason}" if exp.known else ""

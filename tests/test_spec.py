@@ -77,3 +77,15 @@ def test_ranges():
     assert r.contains((5, 14, 0)) and r.contains((6, 4, 99)) and not r.contains((6, 5, 0))
     with pytest.raises(ValueError):
         Range.parse("~6.5")
+
+
+def test_an_entry_without_outcome_only_adds_a_known_limitation():
+    text = ('[[expect]]\noutcome = "refused"\nerrno = "EFAULT"\nreason = "rule"\n'
+            '[[expect]]\nknown = "kernel-warning"\nknown_reason = "seen"\nsometimes = true\n'
+            'reason = "r"\n')
+    exp = Spec(parse(text, "t.toml")).expect(Case.from_id(ADMIT), (6, 18, 0))
+    assert (exp.outcomes, exp.errno, exp.known, exp.sometimes) == (
+        ("refused",), "EFAULT", "kernel-warning", True)
+    later = text + '[[expect]]\noutcome = "coherent"\nreason = "a later decision"\n'
+    exp = Spec(parse(later, "t.toml")).expect(Case.from_id(ADMIT), (6, 18, 0))
+    assert exp.known is None and exp.outcomes == ("pinned",)

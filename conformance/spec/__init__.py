@@ -159,13 +159,15 @@ def parse(text: str, path: str) -> list[Entry]:
             raise SpecError(f"{where}: every entry needs 'reason'")
         outcomes = table.get("outcome")
         outcomes = (outcomes,) if isinstance(outcomes, str) else tuple(outcomes or ())
-        if not outcomes:
+        # An entry with 'known' but no 'outcome' only adds a known limitation to what the
+        # entries before it decide.
+        if not outcomes and "known" not in table:
             raise SpecError(f"{where}: every entry needs 'outcome'")
         for outcome in (*outcomes, *([table["known"]] if "known" in table else [])):
             if outcome not in OUTCOMES:
                 raise SpecError(f"{where}: unknown outcome {outcome!r}; "
                                 f"valid: {', '.join(OUTCOMES)}")
-        if ("errno" in table) != (outcomes == outcomes[:1] and outcomes[0] in ERRNO_OUTCOMES):
+        if ("errno" in table) != (len(outcomes) == 1 and outcomes[0] in ERRNO_OUTCOMES):
             raise SpecError(f"{where}: 'errno' goes with outcomes {' and '.join(ERRNO_OUTCOMES)}, "
                             "and only with them")
         if ("known" in table) != ("known_reason" in table):
@@ -223,9 +225,12 @@ class Spec:
 
     def expect(self, case: Case, version: Version) -> Expectation | None:
         entries = self.deciding(case, version)
-        if not entries:
+        deciding = [e for e in entries if e.outcomes]
+        if not deciding:
             return None
-        last = entries[-1]
+        last = deciding[-1]
+        # A later entry without an outcome adds a known limitation to that decision.
+        known = next((e for e in reversed(entries[entries.index(last):]) if e.known), last)
         return Expectation(last.outcomes_for(case.check), last.errno, last.reason,
-                           last.known, last.known_reason, tuple(entries), last.sometimes)
+                           known.known, known.known_reason, tuple(entries), known.sometimes)
 
