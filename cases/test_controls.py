@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conformance import abi, checks
-from conformance.matrix import Case
+from conformance.dimensions import Case
 from conformance.mutations import Baseline, Effect
 from conformance.pagemap import NEEDS_ROOT
 from conformance.subject import Subject

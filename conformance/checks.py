@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .dimensions import Case
 from .errors import Skip
-from .matrix import Case
 from .mutations import Baseline, Effect
 from .pagemap import NEEDS_ROOT
 from .patterns import describe, fill

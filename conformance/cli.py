@@ -17,10 +17,10 @@ from pathlib import Path
 
 from . import lifetime, reports, results
 from . import probe as probe_mod
-from .kernel import parse_version, running
-from .matrix import VOCABULARY, Case, UnknownName, cases_for, universe, unknown
+from .dimensions import VOCABULARY, Case, UnknownName, cases_for, universe, unknown
+from .expectations import Spec, SpecError
 from .pins import MECHANISMS
-from .spec import Spec, SpecError
+from .running_kernel import parse_version, running
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "cases"
@@ -213,7 +213,7 @@ def stopped_run(out: Path, signum: int) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace, pytest_args: list[str]) -> int:
-    from . import kbuild, kernel_matrix, kernels
+    from . import debian, kbuild, multikernel
 
     selection = [*dimension_args(args), *[f"--spec={os.path.abspath(s)}" for s in args.spec],
                  *pytest_args]
@@ -222,15 +222,15 @@ def cmd_matrix(args: argparse.Namespace, pytest_args: list[str]) -> int:
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lifetime.raise_stopped)
     try:
-        kernel_matrix.resolve_all(args.kernel)
-    except (kernels.KernelNotFound, FileNotFoundError) as e:
+        multikernel.resolve_all(args.kernel)
+    except (debian.KernelNotFound, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
     out = out_dir(args.out)
     claim(out)
     try:
-        code = kernel_matrix.run(args.kernel, out.resolve(), selection, args.timeout,
+        code = multikernel.run(args.kernel, out.resolve(), selection, args.timeout,
                                  patches=args.patch)
-    except (kernels.KernelNotFound, FileNotFoundError) as e:
+    except (debian.KernelNotFound, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
     except kbuild.BuildFailed as e:
         # 125: git bisect's "cannot test this revision".

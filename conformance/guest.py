@@ -1,7 +1,7 @@
 """What runs inside a `pinhole matrix` VM: load the drivers this kernel has, note what the
 guest can do, then run the cases.
 
-Usage (by kernel_matrix.py, in the guest): python -m conformance.guest OUT [pytest args]
+Usage (by multikernel.py, in the guest): python -m conformance.guest OUT [pytest args]
 """
 
 from __future__ import annotations

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from .kernel import KernelConfig, parse_config
-from .kernels import (
+from .debian import (
     LISTS_MAX_AGE,
     Apt,
     Kernel,
@@ -34,6 +33,7 @@ from .kernels import (
     cache_root,
     version_key,
 )
+from .running_kernel import KernelConfig, parse_config
 
 PREFIX = "debian-src:"
 FRAGMENT = Path(__file__).resolve().parent / "kconfig" / "pinhole.config"
@@ -388,7 +388,7 @@ def build(source: str, patches: list[Path], *, cache: Path | None = None,
 
 
 def resolve(spec: str, patches: list[Path], cache: Path | None = None) -> Kernel:
-    """kernels.resolve() for debian-src: specs."""
+    """debian.resolve() for debian-src: specs."""
     built = build(spec, patches, cache=cache)
     return Kernel(spec=spec, release=built.release,
                   package_version=f"{built.version} (source, build {built.key})",

@@ -13,11 +13,11 @@ import pytest
 from . import guest, hugepages, lifetime, probe, results
 from .backings import BACKINGS
 from .backings.blockfs import scratch_problem
-from .kernel import running
-from .matrix import VOCABULARY, Case, UnknownName, cases_for, universe, unknown
+from .dimensions import VOCABULARY, Case, UnknownName, cases_for, universe, unknown
+from .expectations import Spec, SpecError
 from .pins import MECHANISMS
 from .runner import run_case
-from .spec import Spec, SpecError
+from .running_kernel import running
 from .verdict import Result
 from .worker import Worker
 

@@ -6,7 +6,7 @@ import os
 import resource
 import shutil
 
-from . import hugepages, kernel, uring
+from . import hugepages, running_kernel, uring
 from .abi import IORING_OP_READ_FIXED, IORING_OP_WRITE_FIXED
 from .backings import BACKINGS
 from .pagemap import NEEDS_ROOT
@@ -42,8 +42,8 @@ def _read(path: os.PathLike) -> str | None:
 
 
 def probe() -> dict[str, object]:
-    k = kernel.running()
-    cfg = kernel.config()
+    k = running_kernel.running()
+    cfg = running_kernel.config()
     soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     root = os.geteuid() == 0
     kpage = os.access("/proc/kpageflags", os.R_OK) and root

@@ -138,7 +138,7 @@ def cut_off_record(case_id: str, reason: str, dmesg: str = "") -> dict:
     """A case that was running when its run died: an error (a control's or a case's)."""
     if is_control(case_id):
         return control(case_id, "error", reason) | {"dmesg": dmesg}
-    from .matrix import Case  # results.json readers need no case vocabulary otherwise
+    from .dimensions import Case  # results.json readers need no case vocabulary otherwise
     from .verdict import Result
 
     return Result(Case.from_id(case_id), "error", reason=reason, dmesg=dmesg).as_dict()

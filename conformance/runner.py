@@ -7,11 +7,11 @@ import time
 import traceback
 
 from .checks import CHECKS, Observation, Trial
+from .dimensions import Case
 from .errors import PinRefused, Skip
-from .kernel import running
-from .matrix import Case
+from .expectations import Spec
 from .mutations import MUTATIONS, Baseline, Effect
-from .spec import Spec
+from .running_kernel import running
 from .subject import Subject
 from .syscalls import errno_name
 from .verdict import Result, judge

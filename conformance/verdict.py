@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .checks import Observation
+from .dimensions import Case
+from .expectations import Expectation
 from .kmsg import Slice
-from .matrix import Case
-from .spec import Expectation
 
 VERDICTS = ("pass", "fail", "xfail", "xpass", "skip", "error")
 # Taint letters that mean the kernel went wrong (kernel/panic.c): machine check, bad page,

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .kernels import Kernel, cache_root
+from .debian import Kernel, cache_root
 
 # oops=panic and vng's own panic=-1 and -no-reboot turn an oops into the end of the VM.
 BOOT_ARGS = ("oops=panic",)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conformance import kbuild, kernels
+from conformance import debian, kbuild
+from conformance.debian import KernelNotFound
 from conformance.kbuild import (
     FRAGMENT,
     BuildFailed,
@@ -21,8 +22,7 @@ from conformance.kbuild import (
     repair,
     unmet,
 )
-from conformance.kernel import KernelConfig
-from conformance.kernels import KernelNotFound
+from conformance.running_kernel import KernelConfig
 
 
 @pytest.mark.parametrize("spec, parsed", [
@@ -44,7 +44,7 @@ def test_bad_spec(spec: str) -> None:
 
 def test_patches_need_a_source_kernel(tmp_path: Path) -> None:
     with pytest.raises(KernelNotFound, match="--patch needs"):
-        kernels.resolve("debian:6.12", cache=tmp_path, patches=[tmp_path / "x.patch"])
+        debian.resolve("debian:6.12", cache=tmp_path, patches=[tmp_path / "x.patch"])
 
 
 def test_fragment_parsing() -> None:
@@ -162,12 +162,12 @@ def test_a_cached_build_needs_neither_apt_nor_make(tmp_path: Path,
         raise AssertionError(f"ran {a}")
     monkeypatch.setattr(subprocess, "run", refuse)
     monkeypatch.setattr(subprocess, "Popen", refuse)
-    k = kernels.resolve("debian-src:6.12.118-1", cache=tmp_path, patches=[patch])
+    k = debian.resolve("debian-src:6.12.118-1", cache=tmp_path, patches=[patch])
     assert (k.vmlinuz, k.config_path, k.release, k.modules_dir) == (
         done / "bzImage", done / "config", "6.12.118", None)
     # A series spec reuses the version it found within the day, without apt-cache.
     (tmp_path / "src" / "newest-6.12").write_text("6.12.118-1\n")
-    assert kernels.resolve("debian-src:6.12", cache=tmp_path, patches=[patch]).vmlinuz == (
+    assert debian.resolve("debian-src:6.12", cache=tmp_path, patches=[patch]).vmlinuz == (
         done / "bzImage")
 
 
@@ -199,9 +199,9 @@ def test_a_series_is_the_newest_source_and_remembered(tmp_path: Path,
     madison = "\n".join(f"linux-source-6.12 | {v} | http://deb.debian.org/debian x/main amd64"
                         for v in ("6.12.117-1", "6.12.118-1", "6.12.117-1~deb12u1"))
     calls = []
-    monkeypatch.setattr(kernels.Apt, "setup", lambda self: None)
-    monkeypatch.setattr(kernels.Apt, "lists_age", lambda self: 0.0)
-    monkeypatch.setattr(kernels.Apt, "run", lambda self, *a, **k: calls.append(a) or madison)
+    monkeypatch.setattr(debian.Apt, "setup", lambda self: None)
+    monkeypatch.setattr(debian.Apt, "lists_age", lambda self: 0.0)
+    monkeypatch.setattr(debian.Apt, "run", lambda self, *a, **k: calls.append(a) or madison)
     assert kbuild.source_version("debian-src:6.12", tmp_path) == "6.12.118-1"
     assert kbuild.source_version("debian-src:6.12", tmp_path) == "6.12.118-1"
     assert len(calls) == 1

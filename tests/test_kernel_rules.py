@@ -4,8 +4,8 @@ the reason that must be cited)."""
 
 import pytest
 
-from conformance.matrix import Case
-from conformance.spec import Spec
+from conformance.dimensions import Case
+from conformance.expectations import Spec
 
 SPEC = Spec.load()
 

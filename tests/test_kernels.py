@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conformance import kernels
-from conformance.kernels import (
+from conformance import debian
+from conformance.debian import (
     Apt,
     Kernel,
     KernelNotFound,
@@ -60,7 +60,7 @@ linux-base-7.2.13+deb14-amd64 |   7.2.13-1 | {MAIN} sid/main {AP}
 
 
 @pytest.fixture(scope="module")
-def index() -> tuple[list[kernels.Build], dict[str, list[str]]]:
+def index() -> tuple[list[debian.Build], dict[str, list[str]]]:
     return parse_madison(MADISON)
 
 
@@ -129,8 +129,8 @@ def test_unknown_kernel_names_what_is_available(index, spec: str) -> None:
 
 
 def test_private_apt_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kernels, "KEYRING", tmp_path / "keyring.gpg")
-    kernels.KEYRING.write_bytes(b"")
+    monkeypatch.setattr(debian, "KEYRING", tmp_path / "keyring.gpg")
+    debian.KEYRING.write_bytes(b"")
     apt = Apt(tmp_path / "apt")
     apt.setup()
     sources = apt.sources.read_text().splitlines()

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from conformance import mutations
-from conformance.matrix import Case
+from conformance.dimensions import Case
 from conformance.mutations import Baseline
 from conformance.subject import Subject
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from conformance.debian import cache_root
 from conformance.guest import PANIC_IN
-from conformance.kernels import cache_root
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = {"debian:6.12": "6.12.", "debian:6.1": "6.1."}

@@ -5,26 +5,26 @@ import struct
 
 import pytest
 
-from conformance import kernel, kmsg, pagemap
+from conformance import kmsg, pagemap, running_kernel
 from conformance.patterns import describe, fill
 from conformance.syscalls import PAGE_SIZE
 
 
 def test_kernel_versions():
-    assert kernel.parse_version("6.12.43+deb13-amd64") == (6, 12, 43)
-    assert kernel.parse_version("6.5-rc1") == (6, 5, 0)
-    assert kernel.parse_version("6.18.44-fc-v669") == (6, 18, 44)
+    assert running_kernel.parse_version("6.12.43+deb13-amd64") == (6, 12, 43)
+    assert running_kernel.parse_version("6.5-rc1") == (6, 5, 0)
+    assert running_kernel.parse_version("6.18.44-fc-v669") == (6, 18, 44)
     with pytest.raises(ValueError):
-        kernel.parse_version("linux")
+        running_kernel.parse_version("linux")
 
 
 def test_kernel_config():
     text = "# CONFIG_GUP_TEST is not set\nCONFIG_UDMABUF=y\nCONFIG_RDMA_RXE=m\n"
-    cfg = kernel.KernelConfig("/boot/config-x", kernel.parse_config(text))
+    cfg = running_kernel.KernelConfig("/boot/config-x", running_kernel.parse_config(text))
     assert cfg.state("CONFIG_UDMABUF") == "y"
     assert cfg.state("CONFIG_RDMA_RXE") == "m"
     assert cfg.state("CONFIG_GUP_TEST") == "n"
-    assert kernel.KernelConfig("").state("CONFIG_UDMABUF") is None
+    assert running_kernel.KernelConfig("").state("CONFIG_UDMABUF") is None
 
 
 def test_pagemap_entries():

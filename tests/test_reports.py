@@ -8,8 +8,8 @@ import jsonschema
 import pytest
 
 from conformance import results
-from conformance.matrix import KCIDB_PATH
-from conformance.reports import diff, kcidb, ktap, matrix_html, matrix_md, merge, summary, write_all
+from conformance.dimensions import KCIDB_PATH
+from conformance.reports import diff, html, kcidb, ktap, markdown, merge, summary, write_all
 
 SPEC = ["/x/conformance/spec/10-io_uring.toml:4"]
 REFUSED = "mm/gup.c check_vma_flags(): refused, -EFAULT"
@@ -74,7 +74,7 @@ def test_every_verdict_is_in_the_sample(two):
 
 
 def test_matrix_md_has_a_table_per_pin_legend_and_footnotes(two):
-    md = matrix_md.render(two[1:])
+    md = markdown.render(two[1:])
     assert re.findall(r"^## (\S+)", md, re.M) == ["io_uring", "vmsplice", "Reasons"]
     assert md.count("```") == 4
     assert "✓=pass" in md and "C=coherent" in md
@@ -87,11 +87,11 @@ def test_matrix_md_has_a_table_per_pin_legend_and_footnotes(two):
     ext4 = next(line for line in md.splitlines() if line.startswith("ext4"))
     assert re.search(r"\d+ none:\d+$", ext4)
     assert re.search(r"^memfd +shared +✓P +✓C +!SC +1 pwrite:2,3$", md, re.M)
-    assert "+R:EFAULT" in matrix_md.render(two[1:], ascii=True)
+    assert "+R:EFAULT" in markdown.render(two[1:], ascii=True)
 
 
 def test_matrix_md_marks_what_differs_between_kernels(two):
-    md = matrix_md.render(two)
+    md = markdown.render(two)
     assert "| k1     | 6.1.0" in md and "| k2     | 6.18.0" in md
     assert "✓R:EOPNOTSUPP*" in md and "✓R:EFAULT*" in md
     assert "✓P " in md.split("## io_uring")[1]  # memfd admission is the same: no mark
@@ -101,18 +101,18 @@ def test_matrix_md_marks_what_differs_between_kernels(two):
 
 
 def test_matrix_html_is_self_contained_and_escaped(two):
-    html = matrix_html.render(two)
-    assert "http" not in html and "<link" not in html and " src=" not in html
-    assert "<script>alert" not in html and "\\u003cscript\\u003ealert" in html
-    assert html.count('<section class="pin"') == 2
-    assert 'id="f-kernel"' in html and 'id="f-backing"' in html and 'class="f-verdict"' in html
+    page = html.render(two)
+    assert "http" not in page and "<link" not in page and " src=" not in page
+    assert "<script>alert" not in page and "\\u003cscript\\u003ealert" in page
+    assert page.count('<section class="pin"') == 2
+    assert 'id="f-kernel"' in page and 'id="f-backing"' in page and 'class="f-verdict"' in page
     data = json.loads(re.search(r'<script id="cells" type="application/json">(.*?)</script>',
-                                html, re.S).group(1))
+                                page, re.S).group(1))
     assert data["fields"][0] == "id"
     assert "zeros <after> remount\nline two" in data["strings"]
     # The refusal's errno differs between the kernels; the lost write does not.
-    assert 'class="v-pass diff"' in html and 'class="v-fail"' in html
-    assert 'title="admission: pass, refused EFAULT"' in html
+    assert 'class="v-pass diff"' in page and 'class="v-fail"' in page
+    assert 'title="admission: pass, refused EFAULT"' in page
 
 
 def parse_ktap(text):
@@ -290,12 +290,12 @@ def test_cut_off_ids_are_only_case_and_control_ids():
 
 
 def test_matrix_recovery_skips_stray_ids_and_records_a_panic():
-    from conformance import kernel_matrix, vm
+    from conformance import multikernel, vm
 
     res = vm.VmResult("panic", None, "", "", "Kernel panic - not syncing: sysrq", "tcg",
                       1.0, 1.0, 2.0, [])
     real = "io_uring.memfd.shared.rw.hole.none.admission"
-    records = kernel_matrix.cut_off(["file-to-pin", "NOTSET", real, "control.zeropage.anon"],
+    records = multikernel.cut_off(["file-to-pin", "NOTSET", real, "control.zeropage.anon"],
                                     res)
     assert [r["id"] for r in records] == [real, "control.zeropage.anon"]
     assert records[0]["verdict"] == "fail" and "panicked" in records[0]["reason"]
@@ -329,12 +329,12 @@ def test_passing_controls_do_not_turn_an_all_skip_run_into_a_pass():
 
 
 def test_a_lost_vm_says_why_in_its_reports(tmp_path):
-    from conformance import kernel_matrix, kernels, vm
+    from conformance import debian, multikernel, vm
 
-    kernel = kernels.Kernel("debian:6.12", "6.12.1", "6.12.1-1", tmp_path / "vmlinuz", None, None)
+    kernel = debian.Kernel("debian:6.12", "6.12.1", "6.12.1-1", tmp_path / "vmlinuz", None, None)
     res = vm.VmResult("lost", None, "", "", "/bin/sh: 1: virtme-run: not found", "tcg", 1.0, 0.0,
                       1.0, [], why="/bin/sh: 1: virtme-run: not found")
-    lost = kernel_matrix.collect(kernel, tmp_path, res, 1_700_000_000.0)
+    lost = multikernel.collect(kernel, tmp_path, res, 1_700_000_000.0)
     assert "virtme-run: not found" in lost["incomplete"]
     text = ktap.render_many([lost])
     assert re.search(r"^not ok 1 6\.12\.1 .*# ERROR .*virtme-run: not found", text, re.M), text

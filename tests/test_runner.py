@@ -8,7 +8,7 @@ import pytest
 
 from conformance import runner
 from conformance.checks import Observation
-from conformance.matrix import Case
+from conformance.dimensions import Case
 
 CASE = Case.from_id("vmsplice.ext4-dax.shared.ro.written.punch-hole.file-to-pin")
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from conformance.matrix import Case, universe
-from conformance.spec import Range, Spec, SpecError, parse
+from conformance.dimensions import Case, universe
+from conformance.expectations import Range, Spec, SpecError, parse
 
 ADMIT = "io_uring.ext4.shared.rw.hole.none.admission"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conformance.matrix import VOCABULARY, Case
-from conformance.spec import Spec
+from conformance.dimensions import VOCABULARY, Case
+from conformance.expectations import Spec
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("validation_run", ROOT / "validation" / "run.py")

@@ -4,9 +4,9 @@ import pytest
 
 from conformance import results
 from conformance.checks import Observation
+from conformance.dimensions import KCIDB_PATH, Case, UnknownName, cases_for, universe
+from conformance.expectations import Spec, parse
 from conformance.kmsg import Slice
-from conformance.matrix import KCIDB_PATH, Case, UnknownName, cases_for, universe
-from conformance.spec import Spec, parse
 from conformance.verdict import judge
 
 QUIET = Slice([], [], 0, 0)

@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from conformance import kbuild, kernel_matrix, vm  # noqa: E402
-from conformance.matrix import cases_for  # noqa: E402
+from conformance import kbuild, multikernel, vm  # noqa: E402
+from conformance.dimensions import cases_for  # noqa: E402
 from conformance.pins import MECHANISMS  # noqa: E402
 
 HERE = ROOT / "validation"
@@ -91,7 +91,7 @@ def pinhole(kernel_spec: str, patches: list[Path], select: list[str], spec: Path
             out: Path, timeout: float) -> dict:
     """pinhole on one kernel in a VM, the selection only: its results document."""
     args = [*select, *([f"--spec={spec}"] if spec else [])]
-    return kernel_matrix.run_kernel(kernel_spec, out, args, timeout, patches)
+    return multikernel.run_kernel(kernel_spec, out, args, timeout, patches)
 
 
 def selftests(built: kbuild.BuiltKernel, kernel_spec: str, patches: list[Path]) -> dict:

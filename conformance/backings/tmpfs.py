@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 
 from .. import hugepages
-from ..kernel import filesystems
 from ..mounts import DetachedMount, kernel_has
+from ..running_kernel import filesystems
 from .base import Availability, Backing, root_or
 
 SHM = "/dev/shm"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import Mechanism, Pinned
-from .gup_test import GupTest
+from .guptest import GupTest
 from .io_uring import IoUring
 from .odirect import ODirect
 from .rdma import Rdma

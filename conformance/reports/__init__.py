@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import results
 from ..results import write_atomic as write
-from . import about, diff, kcidb, ktap, matrix_html, matrix_md, merge
+from . import about, diff, html, kcidb, ktap, markdown, merge
 
 __all__ = ["diff", "merge", "summary", "write_all"]
 
@@ -19,8 +19,8 @@ def write_all(out: Path, docs: list[dict]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     sub = kcidb.validate(kcidb.build_all(docs))
     return [
-        write(out / "matrix.md", matrix_md.render(docs)),
-        write(out / "matrix.html", matrix_html.render(docs)),
+        write(out / "matrix.md", markdown.render(docs)),
+        write(out / "matrix.html", html.render(docs)),
         write(out / "results.ktap", ktap.render(docs[0]) if len(docs) == 1
               else ktap.render_many(docs)),
         write(out / "kcidb.json", json.dumps(sub, indent=1) + "\n"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..matrix import PIN_CHECKS, VOCABULARY
+from ..dimensions import PIN_CHECKS, VOCABULARY
 
 # The column of a row's pin checks (admission, zeropage); every other column is a mutation.
 PIN_COLUMN = "pin"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import cmp_to_key
 from pathlib import Path
 
-from .kernel import KernelConfig, parse_config
+from .running_kernel import KernelConfig, parse_config
 
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 MIRROR = "http://deb.debian.org/debian"

@@ -26,9 +26,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..matrix import PIN_CHECKS, VOCABULARY, Case, UnknownName, unknown
+from .dimensions import PIN_CHECKS, VOCABULARY, Case, UnknownName, unknown
 
-SPEC_DIR = Path(__file__).parent
+SPEC_DIR = Path(__file__).parent / "spec"
 
 OUTCOMES = ("pinned", "refused", "unsupported", "blocked", "coherent", "detached",
             "stale-cache", "disconnected", "lost-write", "resurrected", "kernel-warning")

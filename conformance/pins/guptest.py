@@ -20,7 +20,7 @@ from .base import Mechanism, Pinned
 DEBUGFS = "/sys/kernel/debug/gup_test"
 
 
-class TestPin(Pinned):
+class GupTestPin(Pinned):
     def __init__(self, fd: int, addr: int, length: int, access: str) -> None:
         self.fd, self.length, self.view_addr = fd, length, addr
         fcntl.flock(fd, fcntl.LOCK_EX)  # the kernel keeps a single pin set
@@ -76,7 +76,7 @@ class GupTest(Mechanism):
             fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def pin(self, subject, access: str) -> Pinned:
-        return TestPin(self.fd, subject.addr, subject.length, access)
+        return GupTestPin(self.fd, subject.addr, subject.length, access)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -15,10 +15,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import kbuild, kernels, lifetime, reports, results, vm
+from . import debian, kbuild, lifetime, reports, results, vm
+from .dimensions import Case
 from .guest import GUEST_FILE, PANIC_IN
-from .kernel import parse_version
-from .matrix import Case
+from .running_kernel import parse_version
 from .verdict import Result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def qemu_version() -> str:
     return run.stdout.splitlines()[0] if run.stdout else "unknown"
 
 
-def guest_command(kernel: kernels.Kernel, out: Path, pytest_args: list[str]) -> str:
+def guest_command(kernel: debian.Kernel, out: Path, pytest_args: list[str]) -> str:
     argv = [sys.executable, "-m", "conformance.guest", str(out), *pytest_args]
     env = "PYTHONDONTWRITEBYTECODE=1"
     if os.environ.get(PANIC_IN):  # a test's request that the guest panic in one case
@@ -78,7 +78,7 @@ def cut_off(ids: list[str], vm_result: vm.VmResult) -> list[dict]:
     return records
 
 
-def collect(kernel: kernels.Kernel, kdir: Path, vm_result: vm.VmResult, started: float) -> dict:
+def collect(kernel: debian.Kernel, kdir: Path, vm_result: vm.VmResult, started: float) -> dict:
     """The kernel's results.json, or what progress.jsonl kept when the VM died, marked
     incomplete with the reason."""
     if vm_result.outcome in ("ok", "failed") and (kdir / "results.json").exists():
@@ -101,13 +101,13 @@ def resolve_all(specs: list[str]) -> None:
     debian-src: kernels are left to their turn: they build, with the run's patches."""
     for spec in specs:
         if not spec.startswith("debian-src:"):
-            kernels.resolve(spec)
+            debian.resolve(spec)
 
 
 def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
                patches: Sequence[Path] = ()) -> dict:
     t0 = time.monotonic()
-    kernel = kernels.resolve(spec, patches=patches)
+    kernel = debian.resolve(spec, patches=patches)
     fetch = time.monotonic() - t0
     cfg = kernel.config()
     try:
