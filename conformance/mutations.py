@@ -256,30 +256,49 @@ def munmap_mmap(t, base: Baseline) -> Effect:
     return Effect(base.file, detaches=not _shared(t))
 
 
-MUTATIONS: dict[str, Callable[..., Effect]] = {
-    "none": none,
-    "pwrite": pwrite,
-    "store": store,
-    "pin-write": pin_write,
-    "truncate-down": truncate_down,
-    "truncate-down-up": truncate_down_up,
-    "punch-hole": _fallocate(abi.FALLOC_FL_PUNCH_HOLE | abi.FALLOC_FL_KEEP_SIZE),
-    "madv-remove": madv_remove,
-    "zero-range": _fallocate(abi.FALLOC_FL_ZERO_RANGE | abi.FALLOC_FL_KEEP_SIZE),
-    "collapse-range": collapse_range,
-    "insert-range": _fallocate(abi.FALLOC_FL_INSERT_RANGE),
-    "fallocate": fallocate_range,
-    "madv-dontneed": madv_dontneed,
-    "madv-pageout": _madvise(abi.MADV_PAGEOUT),
-    "madv-cold": _madvise(abi.MADV_COLD),
-    "fadvise-dontneed": fadvise_dontneed,
-    "drop-caches": drop_caches,
-    "cgroup-reclaim": cgroup_reclaim,
-    "odirect-write": odirect_write,
-    "odirect-read": odirect_read,
-    "fsync-msync": fsync_msync,
-    "copy-file-range": copy_file_range,
-    "reflink": reflink,
-    "fork-write": fork_write,
-    "munmap-mmap": munmap_mmap,
-}
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    apply: Callable[..., Effect]
+    family: str  # how reports group mutations
+    # Static facts the spec matches on: "detaches" (always takes the page out of the file;
+    # Effect.detaches adds the mapping- and backing-dependent cases), "fallocate" (a mode of
+    # fallocate()), "reclaim" (asks the kernel to drop the page), "writes" (new data).
+    traits: frozenset[str] = frozenset()
+
+
+def _m(name: str, apply: Callable[..., Effect], family: str, *traits: str) -> Mutation:
+    return Mutation(name, apply, family, frozenset(traits))
+
+
+_KEEP = abi.FALLOC_FL_KEEP_SIZE
+MUTATIONS: dict[str, Mutation] = {m.name: m for m in (
+    _m("none", none, "baseline"),
+    _m("pwrite", pwrite, "data", "writes"),
+    _m("store", store, "data", "writes"),
+    _m("pin-write", pin_write, "data", "writes"),
+    _m("truncate-down", truncate_down, "size", "detaches"),
+    _m("truncate-down-up", truncate_down_up, "size", "detaches"),
+    _m("punch-hole", _fallocate(abi.FALLOC_FL_PUNCH_HOLE | _KEEP), "size", "detaches",
+       "fallocate"),
+    _m("madv-remove", madv_remove, "size", "detaches"),
+    _m("zero-range", _fallocate(abi.FALLOC_FL_ZERO_RANGE | _KEEP), "size", "detaches",
+       "fallocate"),
+    _m("collapse-range", collapse_range, "size", "detaches", "fallocate"),
+    _m("insert-range", _fallocate(abi.FALLOC_FL_INSERT_RANGE), "size", "detaches",
+       "fallocate"),
+    _m("fallocate", fallocate_range, "size", "fallocate"),
+    _m("madv-dontneed", madv_dontneed, "reclaim"),
+    _m("madv-pageout", _madvise(abi.MADV_PAGEOUT), "reclaim", "reclaim"),
+    _m("madv-cold", _madvise(abi.MADV_COLD), "reclaim", "reclaim"),
+    _m("fadvise-dontneed", fadvise_dontneed, "reclaim", "reclaim"),
+    _m("drop-caches", drop_caches, "reclaim", "reclaim"),
+    _m("cgroup-reclaim", cgroup_reclaim, "reclaim", "reclaim"),
+    _m("odirect-write", odirect_write, "io", "writes"),
+    _m("odirect-read", odirect_read, "io"),
+    _m("fsync-msync", fsync_msync, "io"),
+    _m("copy-file-range", copy_file_range, "io", "writes"),
+    _m("reflink", reflink, "io", "writes", "detaches"),
+    _m("fork-write", fork_write, "process", "writes"),
+    _m("munmap-mmap", munmap_mmap, "process"),
+)}

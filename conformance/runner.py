@@ -33,7 +33,7 @@ def mutate(trial: Trial, base: Baseline) -> Effect | Observation:
 
     def work() -> None:
         try:
-            box["effect"] = MUTATIONS[trial.case.mutation](trial, base)
+            box["effect"] = MUTATIONS[trial.case.mutation].apply(trial, base)
         except BaseException as e:  # noqa: BLE001 - handed to the caller as is
             box["error"] = e
 

@@ -41,7 +41,7 @@ def test_detaches_only_where_the_backing_drops_the_folio(pinhole_worker, backing
         subject.prepare("written")
         base = Baseline(subject.file_view(), b"", b"")
         try:
-            effect = mutations.MUTATIONS[mutation](trial, base)
+            effect = mutations.MUTATIONS[mutation].apply(trial, base)
         except OSError as e:
             pytest.skip(f"{mutation} refused on {backing} here: {e}")
         assert effect.detaches is detaches

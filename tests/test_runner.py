@@ -2,7 +2,7 @@
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -36,7 +36,8 @@ def short_patience(monkeypatch):
 
 
 def run_with(monkeypatch, mutation):
-    monkeypatch.setitem(runner.MUTATIONS, CASE.mutation, mutation)
+    monkeypatch.setitem(runner.MUTATIONS, CASE.mutation,
+                        replace(runner.MUTATIONS[CASE.mutation], apply=mutation))
     return runner.mutate(Trial(CASE, Pin()), None)
 
 
