@@ -1,38 +1,60 @@
-"""Reports from results.json: matrix.md and matrix.html for people, results.ktap and kcidb.json
-for tools, a regression diff, and a short summary for the end of a run."""
+"""Reports from results.json: summary.md, matrix.md and matrix.html for people, results.ktap
+and kcidb.json.gz for tools, a regression diff, and the summary at the end of a run."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .. import results
 from ..results import write_atomic as write
-from . import about, diff, html, kcidb, ktap, markdown, merge
+from . import diff, html, kcidb, ktap, mail, markdown, merge, terminal
 
-__all__ = ["diff", "merge", "summary", "write_all"]
+__all__ = ["FILES", "diff", "load_baseline", "merge", "summary", "write_all"]
+
+# What write_all() writes, in its order: what a reused --out directory must clear.
+FILES = ("summary.md", "matrix.md", "matrix.html", "results.ktap", "kcidb.json.gz")
 
 
-def write_all(out: Path, docs: list[dict]) -> list[Path]:
-    """matrix.md, matrix.html, results.ktap (one subtest per kernel when several) and a
-    validated kcidb.json (one checkout and build per kernel) in out."""
+def write_all(out: Path, docs: list[dict], baseline: list[dict] | None = None) -> list[Path]:
+    """FILES in out: summary.md (with what changed since baseline, when given), matrix.md,
+    matrix.html, results.ktap (one subtest per kernel when several) and a validated
+    kcidb.json.gz (one checkout and build per kernel)."""
     out.mkdir(parents=True, exist_ok=True)
     sub = kcidb.validate(kcidb.build_all(docs))
-    return [
+    written = [
+        write(out / "summary.md", mail.render(docs, baseline)),
         write(out / "matrix.md", markdown.render(docs)),
         write(out / "matrix.html", html.render(docs)),
         write(out / "results.ktap", ktap.render(docs[0]) if len(docs) == 1
               else ktap.render_many(docs)),
-        write(out / "kcidb.json", json.dumps(sub, indent=1) + "\n"),
+        write_bytes(out / "kcidb.json.gz", kcidb.dump(sub)),
     ]
+    # A plain kcidb.json of an older run in the same directory would say something else.
+    (out / "kcidb.json").unlink(missing_ok=True)
+    return written
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
+def load_baseline(path: Path) -> list[dict]:
+    """--baseline DIR: a run's directory (or results.json), or a `pinhole matrix` output whose
+    kernels sit in subdirectories. Raises ValueError or OSError when DIR holds no run."""
+    path = Path(path)
+    if path.is_dir() and not any((path / f).exists() for f in ("results.json", results.PROGRESS)):
+        runs = sorted(p.parent for p in path.glob("*/results.json"))
+        if not runs:
+            raise ValueError(f"{path}: no results.json in it or in its subdirectories")
+        docs = merge.load_many(runs)
+        return sorted(docs, key=lambda d: d["started"])
+    return merge.load_many([path])
 
 
 def summary(docs: list[dict]) -> str:
-    """What failed and why, per kernel."""
-    lines: list[str] = []
-    for doc in docs:
-        lines.append(f"{about.kernel(doc)}:" if len(docs) > 1 else about.kernel(doc))
-        indent = "  " if len(docs) > 1 else ""
-        ours = results.summary(doc["cases"]) + results.incomplete_lines([doc])
-        lines += [indent + line for line in ours]
-    return "\n".join(lines) + "\n"
+    """What failed and why, the skips by reason, and the totals: at most 30 lines."""
+    return "\n".join(terminal.final(docs)) + "\n"
+

@@ -64,3 +64,17 @@ def render(changes: list[Change], a: dict, b: dict) -> str:
                 lines.append(f"      {c.after['reason']}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def pairs(baseline: list[dict], docs: list[dict]) -> list[tuple[dict, dict]]:
+    """Each run with its baseline: the baseline of the same kernel release, else the one at
+    the same place, else the only one (a kernel before a patch set has another release)."""
+    by_release = {b["kernel"].get("release"): b for b in baseline}
+    out = []
+    for i, doc in enumerate(docs):
+        same = by_release.get(doc["kernel"].get("release"))
+        if same is None and len(baseline) in (1, len(docs)):
+            same = baseline[0] if len(baseline) == 1 else baseline[i]
+        if same is not None:
+            out.append((same, doc))
+    return out

@@ -3,7 +3,9 @@ kernel and one test per case, its path the case id."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 from pathlib import Path
 
 from . import about
@@ -45,24 +47,21 @@ def log_excerpt(case: dict) -> str:
     return data[:LOG_EXCERPT_MAX].decode(errors="ignore") if len(data) > LOG_EXCERPT_MAX else text
 
 
-def test(case: dict, doc: dict, build_id: str, origin: str) -> dict:
-    k = doc["kernel"]
+def test(case: dict, build_id: str, origin: str) -> dict:
+    """One case. The kernel, machine and start time are the build's, not repeated per test; a
+    log excerpt only where something went wrong (a pass's reason is the spec's, in results)."""
+    bad = case["verdict"] not in ("pass", "skip")
     return {
         "build_id": build_id,
         "id": f"{build_id}.{case['id']}",
         "origin": origin,
         "path": case["id"],
         "status": STATUS.get(case["verdict"], "ERROR"),
-        "comment": f"{case['verdict']}: {case.get('outcome') or '-'}"
-                   + (f" {case['errno']}" if case.get("errno") else ""),
-        "log_excerpt": log_excerpt(case),
-        "start_time": about.rfc3339(doc["started"]),
-        "duration": case.get("duration_s"),
-        "environment": {
-            "comment": f"{k.get('release')} {k.get('machine')}",
-            "misc": {"kernel": k, **({"environment": doc["environment"]}
-                                     if doc.get("environment") else {})},
-        },
+        "comment": (f"{case['verdict']}: {case.get('outcome') or '-'}"
+                    + (f" {case['errno']}" if case.get("errno") else "")
+                    + (f": {case['reason'][:200]}" if case["verdict"] == "skip" else "")),
+        "log_excerpt": log_excerpt(case) if bad else None,
+        "duration": round(case["duration_s"], 3) if case.get("duration_s") else None,
         "misc": {**{f: case.get(f) for f in ("verdict", "outcome", "expected", "errno", "taint")},
                  "spec": [Path(s).name for s in case.get("spec") or []]},
     }
@@ -89,12 +88,25 @@ def build_all(docs: list[dict], origin: str = "pinhole") -> dict:
             "comment": ("INCOMPLETE: " if doc.get("incomplete") else "")
                        + f"{k.get('release')} {k.get('version')}",
             "start_time": about.rfc3339(doc["started"]),
-            "misc": {"kernel": k, "totals": doc["totals"],
+            "misc": {"kernel": k, "totals": doc["totals"], "environment": doc.get("environment"),
                      "finished": about.rfc3339(doc["finished"]),
                      "incomplete": doc.get("incomplete")},
         })
-        sub["tests"] += [test(c, doc, build_id, origin) for c in doc["cases"]]
+        sub["tests"] += [test(c, build_id, origin) for c in doc["cases"]]
     return prune(sub)
+
+
+def dump(sub: dict) -> bytes:
+    """kcidb.json.gz: only tools read it (kcidb-submit takes it through zcat), so compact
+    JSON, gzipped with no timestamp so the same run gives the same bytes."""
+    text = json.dumps(sub, separators=(",", ":"), ensure_ascii=False) + "\n"
+    return gzip.compress(text.encode(), mtime=0)
+
+
+def load(path: Path) -> dict:
+    """A submission from kcidb.json.gz (or an older run's plain kcidb.json)."""
+    data = path.read_bytes()
+    return json.loads(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
 
 
 def validate(sub: dict) -> dict:
