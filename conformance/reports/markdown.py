@@ -4,15 +4,18 @@ Markdown viewer, with a legend and numbered footnotes for the reasons."""
 from __future__ import annotations
 
 import textwrap
+from collections import Counter
 from pathlib import Path
 from string import ascii_lowercase
 
 from .. import results
+from ..dimensions import MUTATIONS
 from . import about, grid
 
-# Wider tables name their mutation columns by letter, with a key under the table.
-MAX_WIDTH = 120
-WRAP = 100
+# matrix.md is pasted into mail: no line may pass WIDTH. Wider tables name their mutation
+# columns by letter and split by mutation family; the reasons column keeps REASONS of room.
+WIDTH = WRAP = 100
+REASONS = 24
 
 
 class Footnotes:
@@ -59,12 +62,20 @@ def legend(symbols: dict[str, str], several: bool) -> str:
         f"then what they saw, {outcomes}.",
         f"Column {grid.PIN_COLUMN}: the admission and zeropage checks, with the errno of a refusal "
         "(R:EFAULT). Mutation columns: file-to-pin and pin-to-file after that mutation, two "
-        "letters when they differ (file-to-pin first). Reasons: the numbered notes below, the "
-        "pin cell's first, then columns:number for cells whose reason differs from it.",
+        "letters when they differ (file-to-pin first); too many to name, they go by letter, "
+        "with the key under each table. Each pin has a table per family of mutations. States "
+        "that saw the same share a row: 'all', or a range such as hole..stored. Reasons: the "
+        "numbered notes at the end, the row's own first, then columns:number for cells whose "
+        "reason differs from it. matrix.html has every check of every cell.",
     ]
     if several:
         lines.append("*: the kernels saw different things in this cell, or not all of them ran it.")
     return "\n".join(textwrap.fill(line, WRAP, break_on_hyphens=False) for line in lines)
+
+
+def item(text: str) -> list[str]:
+    return textwrap.wrap(text, WRAP, initial_indent="- ", subsequent_indent="  ",
+                         break_on_hyphens=False)
 
 
 def head(docs: list[dict]) -> str:
@@ -72,43 +83,45 @@ def head(docs: list[dict]) -> str:
         doc = docs[0]
         k = doc["kernel"]
         lines = [
-            f"- kernel: {k.get('release', '?')} ({k.get('version', '?')}), {k.get('machine', '?')}",
-            f"- run: {about.run(doc)}",
-            f"- pins: {about.available(doc, 'pins')}",
-            f"- backings: {about.available(doc, 'backings')}",
-            f"- totals: {about.totals(doc)}",
+            f"kernel: {k.get('release', '?')} ({k.get('version', '?')}), {k.get('machine', '?')}",
+            f"run: {about.run(doc)}",
+            f"pins: {about.available(doc, 'pins')}",
+            f"backings: {about.available(doc, 'backings')}",
+            f"totals: {about.totals(doc)}",
         ]
         env = about.environment(doc)
-        return "\n".join(lines + ([f"- environment: {env}"] if env else []))
-    rows = [["kernel", "release", "machine", "run", "totals"]]
-    rows += [[label, d["kernel"].get("release", "?"), d["kernel"].get("machine", "?"),
-              about.run(d), about.totals(d)]
+        return "\n".join(line for text in lines + ([f"environment: {env}"] if env else [])
+                         for line in item(text))
+    lines = [f"{label}: {d['kernel'].get('release', '?')} {d['kernel'].get('machine', '?')}, "
+             f"{about.run(d)}; {about.totals(d)}"
              for label, d in zip(grid.kernel_labels(docs), docs, strict=True)]
-    lines = [pipe_table(rows), ""]
     for what in ("pins", "backings", "environment"):
         said = [about.environment(d) if what == "environment" else about.available(d, what)
                 for d in docs]
         if len(set(said)) == 1:
-            lines += [f"- {what}: {said[0]}"] if said[0] else []
+            lines += [f"{what}: {said[0]}"] if said[0] else []
             continue
-        lines += [f"- {what} on {label}: {text}"
+        lines += [f"{what} on {label}: {text}"
                   for label, text in zip(grid.kernel_labels(docs), said, strict=True) if text]
-    return "\n".join(lines)
+    return "\n".join(line for text in lines for line in item(text))
 
 
-def pipe_table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    return "\n".join([line(rows[0]), line(["-" * w for w in widths])] + [line(r) for r in rows[1:]])
+def label_widths(rows: list[list[str]]) -> list[int]:
+    """The width of every column but the last (the reasons)."""
+    return [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
 
 
-def text_table(rows: list[list[str]]) -> str:
-    """Columns padded and one space apart, in a code block so every viewer keeps them aligned."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [" ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+def text_table(rows: list[list[str]], width: int = WIDTH) -> str:
+    """Columns padded and one space apart, in a code block so every viewer keeps them aligned;
+    the last column (the reasons) wraps onto lines of its own to keep within width."""
+    widths = label_widths(rows)
+    room = width - sum(widths) - len(widths)
+    lines = []
+    for r in rows:
+        tail = textwrap.wrap(r[-1], max(room, 12), break_on_hyphens=False) or [""]
+        pad = " ".join(c.ljust(w) for c, w in zip(r, widths, strict=False))
+        lines.append(f"{pad} {tail[0]}".rstrip())
+        lines += [" " * (len(pad) + 1) + t for t in tail[1:]]
     lines.insert(1, " ".join("-" * w for w in widths))
     return "\n".join(["```", *lines, "```"])
 
@@ -125,51 +138,78 @@ def runs(indices: list[int], names: list[str]) -> str:
                     for g in groups)
 
 
-def notes_of(table: grid.Table, row: grid.Row, k: int, notes: Footnotes,
+def notes_of(table: grid.Table, columns: list[str], row: grid.Row, k: int, notes: Footnotes,
              headers: dict[str, str]) -> str:
-    """The row's reasons: its pin cell's by number, then columns:number for the other cells."""
-    pin_cell = table.cell(row, k, grid.PIN_COLUMN)
-    cited = pin_cell.reasons if pin_cell else []
-    refs = [str(notes.refer(pin_cell, r)) for r in cited]
-    columns: dict[int, list[int]] = {}
-    for i, column in enumerate(table.columns):
-        cell = table.cell(row, k, column)
-        if cell is not None and column != grid.PIN_COLUMN:
-            for r in cell.reasons:
-                if r not in cited:
-                    columns.setdefault(notes.refer(cell, r), []).append(i)
-    # Notes cited by the same columns share one entry: 'pwrite:2,3'.
+    """The row's reasons in these columns: its own by number (the pin cell's, or else the one
+    most of its cells give), then columns:number for the cells whose reason differs."""
+    cells = {c: cell for c in columns if (cell := table.cell(row, k, c)) is not None}
+    if grid.PIN_COLUMN in cells:
+        own = cells[grid.PIN_COLUMN].reasons
+    else:
+        tally = Counter(r for cell in cells.values() for r in cell.reasons[:1])
+        own = [tally.most_common(1)[0][0]] if tally else []
+    refs = [str(notes.refer(next(c for c in cells.values() if r in c.reasons), r)) for r in own]
+    where: dict[int, list[int]] = {}
+    for i, column in enumerate(columns):
+        cell = cells.get(column)
+        for r in cell.reasons if cell and column != grid.PIN_COLUMN else []:
+            if r not in own:
+                where.setdefault(notes.refer(cell, r), []).append(i)
+    # Notes cited by the same columns share one entry: 'b:2,3'.
     shared: dict[tuple[int, ...], list[str]] = {}
-    for n, where in columns.items():
-        shared.setdefault(tuple(where), []).append(str(n))
-    names = [headers[c] for c in table.columns]
-    return " ".join(refs + [f"{runs(list(where), names)}:{','.join(ns)}"
-                            for where, ns in shared.items()])
+    for n, at in where.items():
+        shared.setdefault(tuple(at), []).append(str(n))
+    names = [headers[c] for c in columns]
+    return " ".join(refs + [f"{runs(list(at), names)}:{','.join(ns)}"
+                            for at, ns in shared.items()])
 
 
-def body(table: grid.Table, labels: list[str], notes: Footnotes, symbols: dict[str, str],
-         headers: dict[str, str], dims: list[int]) -> list[list[str]]:
+def cells_of(table: grid.Table, columns: list[str], row: grid.Row, k: int,
+             symbols: dict[str, str]) -> list[str]:
+    pin_cell = table.cell(row, k, grid.PIN_COLUMN)
+    out = []
+    for column in columns:
+        cell = table.cell(row, k, column)
+        # The pin cell carries the row's errno; mutation cells show it only if it differs.
+        errno = column == grid.PIN_COLUMN or pin_cell is None
+        text = cell.text(symbols, errno) if cell else ""
+        out.append(text + ("*" if cell and table.kernels > 1 and table.differs(row, column)
+                           else ""))
+    return out
+
+
+def state_label(states: list[str], every: list[str]) -> str:
+    if len(states) == 1:
+        return states[0]
+    return "all" if states == every else f"{states[0]}..{states[-1]}"
+
+
+def body(table: grid.Table, columns: list[str], labels: list[str], notes: Footnotes,
+         symbols: dict[str, str], headers: dict[str, str], dims: list[int]) -> list[list[str]]:
+    """The table's rows; consecutive states that saw the same in every column, on every
+    kernel, share one row."""
     several = table.kernels > 1
-    rows = [[grid.ROW_DIMENSIONS[i] for i in dims] + ["kernel"] * several
-            + [headers[c] for c in table.columns] + ["reasons"]]
-    previous: tuple[str, ...] = ()
+    state = grid.ROW_DIMENSIONS.index("state")
+    every = grid.order("state", (r[state] for r in table.rows))
+    merged: list[tuple[grid.Row, list[str], list[list[str]]]] = []
     for row in table.rows:
-        for k in range(table.kernels):
-            key = tuple(row[i] for i in dims)
+        seen = [cells_of(table, columns, row, k, symbols)
+                + [notes_of(table, columns, row, k, notes, headers)] for k in range(table.kernels)]
+        last = merged[-1] if merged else None
+        if last and last[0][:state] == row[:state] and last[2] == seen:
+            last[1].append(row[state])
+        else:
+            merged.append((row, [row[state]], seen))
+    rows = [[grid.ROW_DIMENSIONS[i] for i in dims] + ["kernel"] * several
+            + [headers[c] for c in columns] + ["reasons"]]
+    previous: tuple[str, ...] = ()
+    for row, states, seen in merged:
+        key = tuple(state_label(states, every) if i == state else row[i] for i in dims)
+        for k, line in enumerate(seen):
             # Repeated leading labels are left blank so each group reads as one block.
-            line = [v if not k and previous[:i + 1] != key[:i + 1] else ""
-                    for i, v in enumerate(key)] + [labels[k]] * several
-            pin_cell = table.cell(row, k, grid.PIN_COLUMN)
-            for column in table.columns:
-                cell = table.cell(row, k, column)
-                # The pin cell carries the row's errno; mutation cells show it only if it differs.
-                errno = column == grid.PIN_COLUMN or pin_cell is None
-                text = cell.text(symbols, errno) if cell else ""
-                mark = "*" if cell and several and table.differs(row, column) else ""
-                line.append(text + mark)
-            line.append(notes_of(table, row, k, notes, headers))
-            rows.append(line)
-            previous = key
+            rows.append([v if not k and previous[:i + 1] != key[:i + 1] else ""
+                         for i, v in enumerate(key)] + [labels[k]] * several + line)
+        previous = key
     return rows
 
 
@@ -178,23 +218,87 @@ def letters(n: int) -> list[str]:
     return (single + [a + b for a in single for b in single])[:n]
 
 
+# The mutations' letters, the same in every table of every report.
+KEYS = dict(zip(MUTATIONS, letters(len(MUTATIONS)), strict=True))
+
+
+def family(column: str) -> str:
+    if column == grid.PIN_COLUMN:
+        return "baseline"
+    from ..mutations import MUTATIONS as REGISTRY  # the family is the registry's word
+
+    m = REGISTRY.get(column)
+    return m.family if m else "other"
+
+
+FAMILY_TITLES = {"baseline": "pin checks", "data": "data", "size": "size and extents",
+                 "reclaim": "reclaim", "io": "I/O paths", "process": "mappings and processes"}
+
+
+def families(columns: list[str]) -> list[tuple[str, list[str]]]:
+    """Columns by mutation family, in the order they come."""
+    out: dict[str, list[str]] = {}
+    for c in columns:
+        out.setdefault(family(c), []).append(c)
+    return list(out.items())
+
+
+def split(table: grid.Table, width: int, render) -> list[tuple[list[str], list[str]]]:
+    """Families packed into as few tables as keep every line within width (the reasons column
+    may wrap); a family is never split. Returns (family names, columns) per table."""
+    parts: list[tuple[list[str], list[str]]] = []
+    for name, columns in families(table.columns):
+        if parts and render(parts[-1][1] + columns) <= width:
+            parts[-1][0].append(name)
+            parts[-1][1].extend(columns)
+        else:
+            parts.append(([name], list(columns)))
+    return parts
+
+
+def all_skipped(table: grid.Table) -> str | None:
+    """A pin whose every case skipped, as a few lines instead of a table of dashes."""
+    cases = [c for cell in table.cells.values() for c in cell.cases]
+    if any(c["verdict"] != "skip" for c in cases):
+        return None
+    why = Counter(c.get("reason") or "no reason given" for c in cases)
+    lines = [f"## {table.pin}: all {len(cases):,} cases skipped", ""]
+    for reason, n in why.most_common():
+        lines += textwrap.wrap(f"- {n:,}: {reason}", WRAP, subsequent_indent="  ",
+                               break_on_hyphens=False)
+    return "\n".join(lines)
+
+
 def section(table: grid.Table, labels: list[str], notes: Footnotes,
             symbols: dict[str, str]) -> str:
+    skipped = all_skipped(table)
+    if skipped:
+        return skipped
     # A row dimension with one value in this table goes to the title instead of a column.
     dims = [i for i in range(len(grid.ROW_DIMENSIONS)) if len({r[i] for r in table.rows}) > 1]
     fixed = [f"{grid.ROW_DIMENSIONS[i]} {table.rows[0][i]}" for i in
              range(len(grid.ROW_DIMENSIONS)) if i not in dims]
     title = f"## {table.pin}" + (f" ({', '.join(fixed)})" if fixed else "")
-    mutations = [c for c in table.columns if c != grid.PIN_COLUMN]
     names = {c: c for c in table.columns}
-    full = text_table(body(table, labels, Footnotes(), symbols, names, dims))
-    if max(map(len, full.splitlines())) <= MAX_WIDTH:
-        return f"{title}\n\n" + text_table(body(table, labels, notes, symbols, names, dims))
-    keys = dict(zip(mutations, letters(len(mutations)), strict=True))
-    text = text_table(body(table, labels, notes, symbols, {**names, **keys}, dims))
-    key = ", ".join(f"{k}={m}" for m, k in keys.items())
-    return f"{title}\n\n{text}\n\n" + textwrap.fill(f"Mutations: {key}.", WRAP,
-                                                         break_on_hyphens=False)
+    lettered = {**names, **{m: KEYS.get(m, m) for m in table.columns if m != grid.PIN_COLUMN}}
+
+    def width(columns: list[str], headers: dict[str, str]) -> int:
+        # Measured without the reasons column: it wraps, and keeps at least REASONS of room.
+        widths = label_widths(body(table, columns, labels, Footnotes(), symbols, headers, dims))
+        return sum(widths) + len(widths) + REASONS
+
+    # Whole names when the whole table fits; else letters, in as few tables as fit.
+    if width(table.columns, names) <= WIDTH:
+        return f"{title}\n\n" + text_table(body(table, table.columns, labels, notes, symbols,
+                                                 names, dims))
+    parts = [title]
+    for fams, columns in split(table, WIDTH, lambda cols: width(cols, lettered)):
+        what = ", ".join(FAMILY_TITLES.get(f, f) for f in fams)
+        key = ", ".join(f"{lettered[c]}={c}" for c in columns if c != grid.PIN_COLUMN)
+        text = text_table(body(table, columns, labels, notes, symbols, lettered, dims))
+        parts.append(f"### {table.pin}: {what}\n\n{text}\n\n"
+                     + textwrap.fill(f"Columns: {key}.", WRAP, break_on_hyphens=False))
+    return "\n\n".join(parts)
 
 
 def render(docs: list[dict], *, ascii: bool = False) -> str:
