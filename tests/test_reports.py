@@ -108,11 +108,19 @@ def test_matrix_html_is_self_contained_and_escaped(two):
     assert 'id="f-kernel"' in page and 'id="f-backing"' in page and 'class="f-verdict"' in page
     data = json.loads(re.search(r'<script id="cells" type="application/json">(.*?)</script>',
                                 page, re.S).group(1))
-    assert data["fields"][0] == "id"
+    assert data["fields"][0] == "verdict" and data["kernels"] == ["k1", "k2"]
     assert "zeros <after> remount\nline two" in data["strings"]
+    # Every case is in its cell: its id is the cell's prefix and its own suffix.
+    strings = data["strings"]
+    ids = {strings[prefix] + "." + strings[c[0]] for prefix, *cs in data["cells"] for c in cs}
+    assert ids == {c["id"] for d in two for c in d["cases"]}
+    # One coloured td per stored cell, in the same order.
+    assert len(re.findall(r'<td class="v-', page)) == len(data["cells"])
     # The refusal's errno differs between the kernels; the lost write does not.
     assert 'class="v-pass diff"' in page and 'class="v-fail"' in page
-    assert 'title="admission: pass, refused EFAULT"' in page
+    # The failures by rule, with a link to an example that opens its cell.
+    assert "<b>10-io_uring.toml:4</b>, 4 cases" in page
+    assert 'data-case="io_uring.ext4.private.rw.hole.none.file-to-pin k1"' in page
 
 
 def parse_ktap(text):

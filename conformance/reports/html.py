@@ -8,26 +8,38 @@ import json
 from html import escape
 
 from .. import results
-from . import about, grid
+from . import about, findings, grid
 
-FIELDS = ("id", "verdict", "expected", "outcome", "errno", "detail", "reason", "spec", "dmesg",
-          "taint", "duration_s")
-# Reasons and details repeat across thousands of cases: the page stores each text once.
-INTERNED = ("verdict", "expected", "outcome", "errno", "detail", "reason", "dmesg", "taint")
+# A case as the page stores it: [suffix, duration_ms, record]. Its id is its cell's prefix
+# (pin.backing.mapping.access.state) and its suffix (mutation.check), its kernel its row's. The
+# record holds what thousands of cases share (verdict, reason, ...), so it is stored once, as
+# positions in FIELDS up to its last non-empty one; every text is stored once in "strings".
+FIELDS = ("verdict", "reason", "outcome", "expected", "spec", "errno", "detail", "dmesg", "taint")
+EMPTY = (None, "", [])
 
 
 class Strings:
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
+        self.records: dict[tuple, int] = {}
 
     def __call__(self, text: str | None) -> int | None:
-        return None if text is None else self.index.setdefault(text, len(self.index))
+        return None if text in EMPTY else self.index.setdefault(text, len(self.index))
 
-    def case(self, c: dict, kernel: str) -> list:
-        """The case's FIELDS in order, then its kernel label: positions, not repeated keys."""
-        values = [self(c.get(f)) if f in INTERNED else c.get(f) for f in FIELDS]
-        values[FIELDS.index("spec")] = [self(s) for s in c.get("spec") or []]
-        return [*values, kernel]
+    def record(self, c: dict) -> int:
+        values = [[self(s) for s in c.get(f) or []] if f == "spec" else self(c.get(f))
+                  for f in FIELDS]
+        while values and values[-1] in EMPTY:
+            values.pop()
+        key = tuple(tuple(v) if isinstance(v, list) else v for v in values)
+        return self.records.setdefault(key, len(self.records))
+
+    def cell(self, cases: list[dict]) -> list:
+        prefix = ".".join(cases[0]["id"].split(".")[:-2])
+        return [self(prefix), *([self(".".join(c["id"].split(".")[-2:])),
+                                 round((c.get("duration_s") or 0) * 1000), self.record(c)]
+                                for c in cases)]
+
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1em 2em;color:#222}
@@ -56,27 +68,60 @@ border-left:2px solid #888;padding:.5em 1em;box-sizing:border-box}
 
 SCRIPT = """
 const data = JSON.parse(document.getElementById('cells').textContent);
-const cells = data.cells, strings = data.strings, interned = new Set(data.interned);
-const fields = [...data.fields, 'kernel'];
-const text = (k, v) => k === 'spec' ? v.map(i => strings[i]) : interned.has(k) && v !== null
-  ? strings[v] : v;
+const strings = data.strings, fields = data.fields;
 const $ = id => document.getElementById(id);
+// Each matrix cell's checks, by the order of the coloured cells on the page.
+const tds = [...document.querySelectorAll('table.m td[class]')];
+const records = data.records.map(row => Object.fromEntries(fields.map((f, i) => {
+  const v = row[i];
+  return [f, f === 'spec' ? (v || []).map(j => strings[j])
+    : v === undefined || v === null ? null : strings[v]];
+})));
+const cases = data.cells.map(([prefix, ...rows], i) => rows.map(([suffix, ms, r]) => {
+  const c = {...records[r], suffix: strings[suffix], duration_ms: ms};
+  c.id = strings[prefix] + '.' + c.suffix;
+  c.kernel = data.kernels[+tds[i].closest('tr').dataset.kernel] || null;
+  return c;
+}));
+const byId = new Map();
+cases.forEach((cs, i) => cs.forEach(c => byId.set(c.id + (c.kernel ? ' ' + c.kernel : ''), i)));
+tds.forEach((td, i) => { td.dataset.cell = i; });
 function apply() {
   const pin = $('f-pin').value, backing = $('f-backing').value;
   const kernel = $('f-kernel') ? $('f-kernel').value : '';
   const wanted = new Set([...document.querySelectorAll('.f-verdict:checked')].map(e => e.value));
-  for (const sec of document.querySelectorAll('section.pin'))
-    sec.hidden = pin !== '' && sec.dataset.pin !== pin;
-  for (const tr of document.querySelectorAll('tr[data-backing]')) {
-    let any = false;
-    for (const td of tr.querySelectorAll('td[data-cell]')) {
-      const hit = td.dataset.verdicts.split(' ').some(v => wanted.has(v));
-      td.classList.toggle('dim', !hit);
-      any = any || hit;
+  for (const sec of document.querySelectorAll('section.pin')) {
+    let rows = 0;
+    for (const tr of sec.querySelectorAll('tr[data-backing]')) {
+      let any = false;
+      for (const td of tr.querySelectorAll('td[data-cell]')) {
+        const hit = cases[+td.dataset.cell].some(c => wanted.has(c.verdict));
+        td.classList.toggle('dim', !hit);
+        any = any || hit;
+      }
+      tr.hidden = !any || (backing !== '' && tr.dataset.backing !== backing)
+        || (kernel !== '' && tr.dataset.kernel !== kernel);
+      rows += !tr.hidden;
     }
-    tr.hidden = !any || (backing !== '' && tr.dataset.backing !== backing)
-      || (kernel !== '' && tr.dataset.kernel !== kernel);
+    // A pin with nothing left to show goes away whole, heading and column heads included.
+    sec.hidden = (pin !== '' && sec.dataset.pin !== pin) || rows === 0;
+    relabel(sec);
   }
+  $('nothing').hidden = !!document.querySelector('section.pin:not([hidden])');
+}
+// A row label repeated from the row above is grey; the row above is the one left visible.
+function relabel(sec) {
+  let above = [];
+  for (const tr of sec.querySelectorAll('tr[data-backing]:not([hidden])')) {
+    const ths = [...tr.querySelectorAll('th')], now = ths.map(th => th.textContent);
+    ths.forEach((th, i) => th.classList.toggle('rep',
+      i < now.length - 1 && now.slice(0, i + 1).every((v, j) => v === above[j])));
+    above = now;
+  }
+}
+function only(verdicts) {
+  document.querySelectorAll('.f-verdict').forEach(e => { e.checked = verdicts.includes(e.value); });
+  apply();
 }
 function show(td) {
   document.querySelectorAll('td.sel').forEach(e => e.classList.remove('sel'));
@@ -87,14 +132,14 @@ function show(td) {
   close.textContent = 'close';
   close.onclick = () => { panel.hidden = true; td.classList.remove('sel'); };
   panel.append(close);
-  for (const row of cells[+td.dataset.cell]) {
-    const c = Object.fromEntries(fields.map((f, i) => [f, text(f, row[i])]));
+  for (const c of cases[+td.dataset.cell]) {
     const h = document.createElement('h3');
     h.textContent = (c.kernel ? c.kernel + ' ' : '') + c.id;
     const dl = document.createElement('dl');
-    for (const [k, v] of Object.entries(c)) {
-      if (k === 'id' || k === 'kernel' || v === null || v === '' ||
-          (Array.isArray(v) && !v.length)) continue;
+    for (const k of ['verdict', 'expected', 'outcome', 'errno', 'detail', 'reason', 'spec',
+                     'dmesg', 'taint', 'duration_ms']) {
+      const v = c[k];
+      if (v === null || v === '' || (Array.isArray(v) && !v.length)) continue;
       const dt = document.createElement('dt'), dd = document.createElement('dd');
       dt.textContent = k;
       dd.textContent = Array.isArray(v) ? v.join('\\n') : String(v);
@@ -104,13 +149,36 @@ function show(td) {
   }
   panel.hidden = false;
 }
+function reveal(key) {
+  const td = tds[byId.get(key)];
+  if (!td) return;
+  if (td.closest('[hidden]')) only([...new Set([...document.querySelectorAll(
+    '.f-verdict:checked')].map(e => e.value).concat([cases[+td.dataset.cell][0].verdict]))]);
+  td.scrollIntoView({block: 'center'});
+  show(td);
+}
 document.addEventListener('click', e => {
   const td = e.target.closest('td[data-cell]');
   if (td) show(td);
+  const a = e.target.closest('a[data-case]');
+  if (a) { e.preventDefault(); reveal(a.dataset.case); }
+});
+// The checks of a cell as its tooltip, made when first hovered.
+document.addEventListener('mouseover', e => {
+  const td = e.target.closest('td[data-cell]');
+  if (td && !td.title)
+    td.title = cases[+td.dataset.cell].map(c => `${c.suffix.split('.').pop()}: ${c.verdict}, `
+      + `${c.outcome || '-'}${c.errno ? ' ' + c.errno : ''}`).join('\\n');
 });
 document.querySelectorAll('#filters select, #filters input')
   .forEach(e => e.addEventListener('change', apply));
-apply();
+$('only-failures').onclick = () => only(['fail', 'error']);
+$('everything').onclick = () => only(Object.keys(data.symbols));
+// matrix.html#failures opens filtered to failures; #verdict=fail,xfail to those verdicts.
+const hash = decodeURIComponent(location.hash.slice(1));
+if (hash === 'failures') only(['fail', 'error']);
+else if (hash.startsWith('verdict=')) only(hash.slice(8).split(','));
+else apply();
 """
 
 
@@ -136,7 +204,18 @@ def filters(docs: list[dict], tables: list[grid.Table]) -> str:
             (str(k), f"{labels[k]} {about.kernel(d)}") for k, d in enumerate(docs)]))
     parts += [f'<label class="v-{v}"><input type="checkbox" class="f-verdict" value="{v}" '
               f"checked> {grid.SYMBOLS[v]} {v}</label>" for v in grid.SYMBOLS]
+    parts += ['<button id="only-failures">only failures</button>',
+              '<button id="everything">everything</button>']
     return f'<div id="filters">{" ".join(parts)}</div>'
+
+
+def folded(text: str) -> str:
+    """What is available, with the long reasons for what is not folded away: the head stays
+    short and the matrix near the top."""
+    shown, _, rest = text.partition("; ")
+    if not rest:
+        return f"<div>{escape(shown)}</div>"
+    return f"<details><summary>{escape(shown)}; ...</summary>{escape(rest)}</details>"
 
 
 def head(docs: list[dict]) -> str:
@@ -145,9 +224,9 @@ def head(docs: list[dict]) -> str:
         f"<tr><td>{escape(label)}</td><td>{escape(d['kernel'].get('release', '?'))}</td>"
         f"<td>{escape(d['kernel'].get('version', '?'))}</td>"
         f"<td>{escape(d['kernel'].get('machine', '?'))}</td><td>{escape(about.run(d))}</td>"
-        f"<td>{escape(about.totals(d))}</td><td>{escape(about.available(d, 'pins'))}<br>"
-        f"{escape(about.available(d, 'backings'))}</td>"
-        + (f"<td>{escape(about.environment(d))}</td>" if env else "") + "</tr>"
+        f"<td>{escape(about.totals(d))}</td><td>{folded(about.available(d, 'pins'))}"
+        f"{folded(about.available(d, 'backings'))}</td>"
+        + (f"<td>{folded(about.environment(d))}</td>" if env else "") + "</tr>"
         for label, d in zip(grid.kernel_labels(docs), docs, strict=True))
     return ("<table><tr><th>kernel</th><th>release</th><th>version</th><th>machine</th>"
             "<th>run</th><th>totals</th><th>pins, backings</th>"
@@ -163,7 +242,7 @@ def legend() -> str:
             "frame marks a cell where the kernels differ. Click a cell for its checks.</p>")
 
 
-def section(table: grid.Table, docs: list[dict], cells: list[list[dict]], strings: Strings) -> str:
+def section(table: grid.Table, docs: list[dict], cells: list[list], strings: Strings) -> str:
     several = len(docs) > 1
     labels = grid.kernel_labels(docs)
     heads = [f"<th>{escape(h)}</th>" for h in (*grid.ROW_DIMENSIONS, *["kernel"] * several)]
@@ -183,17 +262,13 @@ def section(table: grid.Table, docs: list[dict], cells: list[list[dict]], string
                 if cell is None:
                     tds.append("<td></td>")
                     continue
-                cells.append([strings.case(c, labels[k] * several) for c in cell.cases])
+                # Only a cell with checks has a class: the page finds its checks by that order.
+                cells.append(strings.cell(cell.cases))
                 diff = " diff" if several and table.differs(row, column) else ""
                 # As in matrix.md: the pin cell shows the errno, the row's other cells inherit it.
                 errno = column == grid.PIN_COLUMN or table.cell(row, k, grid.PIN_COLUMN) is None
-                title = "\n".join(
-                    f"{c['check']}: {c['verdict']}, {c['outcome'] or '-'}"
-                    + (f" {c['errno']}" if c.get("errno") else "") for c in cell.cases)
-                verdicts = " ".join(dict.fromkeys(c["verdict"] for c in cell.cases))
-                tds.append(f'<td class="v-{escape(cell.verdict)}{diff}" '
-                           f'data-cell="{len(cells) - 1}" data-verdicts="{escape(verdicts)}" '
-                           f'title="{escape(title)}">{escape(cell.text(grid.SYMBOLS, errno))}</td>')
+                tds.append(f'<td class="v-{escape(cell.verdict)}{diff}">'
+                           f"{escape(cell.text(grid.SYMBOLS, errno))}</td>")
             out.append(f'<tr data-backing="{escape(row[0])}" data-kernel="{k}">{labels_html}'
                        f"{kernel}{''.join(tds)}</tr>")
             previous = row
@@ -201,12 +276,36 @@ def section(table: grid.Table, docs: list[dict], cells: list[list[dict]], string
     return "\n".join(out)
 
 
+def case_link(k: int, case: dict, docs: list[dict]) -> str:
+    label = grid.kernel_labels(docs)[k] if len(docs) > 1 else ""
+    key = case["id"] + (f" {label}" if label else "")
+    return f'<a href="#" data-case="{escape(key)}">{escape(key)}</a>'
+
+
+def findings_block(docs: list[dict]) -> str:
+    """The failures by spec rule and the known limitations, each with a link to an example."""
+    parts = []
+    for title, groups in (("Failures by spec rule", findings.failures(docs)),
+                          ("Known kernel limitations that showed (xfail)",
+                           findings.limitations(docs))):
+        if not groups:
+            continue
+        items = "".join(
+            f'<li title="{escape(findings.rule_text(g.example))}"><b>{escape(g.label)}</b>, '
+            f"{findings.plural(len(g.cases), 'case')}: {escape(g.what)}; e.g. "
+            f"{case_link(*g.cases[0], docs)}</li>" for g in groups)
+        parts.append(f"<h2>{escape(title)}</h2><ul>{items}</ul>")
+    return "".join(parts) or "<p>No failures.</p>"
+
+
 def render(docs: list[dict]) -> str:
     tables = grid.tables(docs)
-    cells: list[list[dict]] = []
+    cells: list[list] = []
     strings = Strings()
     sections = "\n".join(section(t, docs, cells, strings) for t in tables)
-    data = {"fields": FIELDS, "interned": INTERNED, "strings": list(strings.index), "cells": cells}
+    data = {"fields": FIELDS, "symbols": grid.SYMBOLS, "strings": list(strings.index),
+            "records": list(strings.records),
+            "kernels": grid.kernel_labels(docs) if len(docs) > 1 else [], "cells": cells}
     title = "pinhole matrix: " + ", ".join(about.kernel(d) for d in docs)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
@@ -215,8 +314,10 @@ def render(docs: list[dict]) -> str:
 {"".join(f'<p class="incomplete"><strong>{escape(w)}</strong></p>'
          for w in results.incomplete_lines(docs))}
 {head(docs)}
+{findings_block(docs)}
 {legend()}
 {filters(docs, tables)}
+<p id="nothing" hidden>No cell has the verdicts chosen.</p>
 {sections}
 <div id="panel" hidden></div>
 <script id="cells" type="application/json">{script_json(data)}</script>
