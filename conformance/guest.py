@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import results
+from .kernelview.debuginfo import ENV as VMLINUX_ENV
 
 # loop for the block backings; nd_e820 + nd_pmem turn memmap= regions into /dev/pmemN;
 # rdma_rxe and udmabuf for those pin mechanisms. Each may be built in, a module, or absent.
@@ -111,7 +112,8 @@ def main(argv: list[str]) -> int:
     with scratch() as (where, how):
         os.environ["PINHOLE_SCRATCH"] = where
         # Written first: its presence tells the host the guest came up, should the kernel die.
-        guest = {"modules": modules, "scratch": how}
+        guest = {"modules": modules, "scratch": how,
+                 "vmlinux": os.environ.get(VMLINUX_ENV)}  # for the kernel view, if known
         (out / GUEST_FILE).write_text(json.dumps(guest, indent=1) + "\n")
         import pytest
 

@@ -66,6 +66,10 @@ NEEDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("CONFIG_TRANSPARENT_HUGEPAGE", ("y",), "cases on huge pages will skip"),
     ("CONFIG_PROC_PAGE_MONITOR", ("y",), "checks that read /proc/self/pagemap will skip"),
     ("CONFIG_MEMFD_CREATE", ("y",), "memfd and memfd-hugetlb will skip"),
+    # The kernel view (drgn): DWARF in vmlinux (or a distribution's -dbg package), read
+    # against the live kernel through /proc/kcore.
+    ("CONFIG_DEBUG_INFO", ("y",), "the kernel-view check will skip (no DWARF for drgn)"),
+    ("CONFIG_PROC_KCORE", ("y",), "the kernel-view check will skip (drgn reads /proc/kcore)"),
 )
 
 

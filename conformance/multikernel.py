@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import debian, kbuild, lifetime, reports, results, vm
+from . import debian, kbuild, kernelview, lifetime, reports, results, vm
 from .dimensions import Case
 from .guest import GUEST_FILE, PANIC_IN
 from .running_kernel import parse_version
@@ -46,6 +46,9 @@ def guest_command(kernel: debian.Kernel, out: Path, pytest_args: list[str]) -> s
         env += f" {PANIC_IN}={shlex.quote(os.environ[PANIC_IN])}"
     if kernel.config_path:
         env += f" PINHOLE_KERNEL_CONFIG={shlex.quote(str(kernel.config_path))}"
+    # The kernel view (check kernel-view) reads the guest's kernel with this vmlinux.
+    for name, value in kernelview.guest_env(kernel).items():
+        env += f" {name}={shlex.quote(value)}"
     return f"cd {shlex.quote(str(ROOT))} && {env} exec {shlex.join(argv)}"
 
 

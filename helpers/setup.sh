@@ -39,5 +39,5 @@ fi
 if [ ! -x .venv/bin/python ]; then
     /usr/bin/python3 -m venv --system-site-packages .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,matrix]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,matrix,kernel-view]'
 echo "pinhole is installed in .venv: .venv/bin/pinhole probe"
