@@ -2,14 +2,27 @@
 
 import copy
 import json
+import os
 import re
+from pathlib import Path
 
 import jsonschema
 import pytest
 
 from conformance import results
 from conformance.dimensions import KCIDB_PATH
-from conformance.reports import FILES, diff, html, kcidb, ktap, markdown, merge, summary, write_all
+from conformance.reports import (
+    FILES,
+    diff,
+    html,
+    kcidb,
+    ktap,
+    mail,
+    markdown,
+    merge,
+    summary,
+    write_all,
+)
 
 SPEC = ["/x/conformance/spec/10-io_uring.toml:4"]
 REFUSED = "mm/gup.c check_vma_flags(): refused, -EFAULT"
@@ -299,14 +312,14 @@ def test_an_old_results_json_does_not_win_over_a_newer_progress(tmp_path):
 
 
 def test_cut_off_ids_are_only_case_and_control_ids():
-    from conformance.plugin import case_id_of
+    from conformance.plugin import param_id_of
 
     node = "cases/test_controls.py::test_coherence_detector_reports_a_disconnected_pin"
-    assert case_id_of(f"{node}[file-to-pin]") is None
-    assert case_id_of("cases/test_io_uring.py::test_io_uring[NOTSET]") is None
-    assert case_id_of(f"{node}[control.coherence.pin-to-file]") == "control.coherence.pin-to-file"
-    real = "io_uring.memfd.shared.rw.hole.none.admission"
-    assert case_id_of(f"cases/test_io_uring.py::test_io_uring[{real}]") == real
+    assert param_id_of(f"{node}[file-to-pin]") is None
+    assert param_id_of("cases/test_matrix.py::test_cell[NOTSET]") is None
+    assert param_id_of(f"{node}[control.coherence.pin-to-file]") == "control.coherence.pin-to-file"
+    cell = "io_uring.memfd.shared.rw.hole.none"
+    assert param_id_of(f"cases/test_matrix.py::test_cell[{cell}]") == cell
 
 
 def test_matrix_recovery_skips_stray_ids_and_records_a_panic():
@@ -359,3 +372,170 @@ def test_a_lost_vm_says_why_in_its_reports(tmp_path):
     text = ktap.render_many([lost])
     assert re.search(r"^not ok 1 6\.12\.1 .*# ERROR .*virtme-run: not found", text, re.M), text
     assert "virtme-run: not found" in summary([lost])
+
+
+# A full host run: every pin, backing, mapping, state and mutation, as many cases as a real run
+# (36,504 and the controls), with the long reasons and skips of a real machine that has no
+# RDMA, udmabuf, gup_test or fsdax, and a few failures, known limitations and an error.
+ACCESS = {"io_uring": ("rw",), "udmabuf": ("rw",), "vmsplice": ("ro",)}
+LONG = ("A long-term pin of a MAP_SHARED page holds the page-cache folio itself (mm/gup.c "
+        "__get_user_pages(), FOLL_PIN|FOLL_LONGTERM): writes through the file and through the pin "
+        "meet in one page, and eviction skips the pinned folio.")
+UNAVAILABLE = {
+    "rdma": "no RDMA device: modprobe rdma_rxe (and iproute2's rdma), or boot a kernel with it",
+    "udmabuf": "no /dev/udmabuf: modprobe udmabuf, or a kernel with CONFIG_UDMABUF",
+    "gup_test": "no /sys/kernel/debug/gup_test: needs a kernel built with CONFIG_GUP_TEST=y",
+    "ext4-dax": "no fsdax-capable pmem device: boot with memmap=512M!1G and modprobe nd_pmem",
+    "xfs-dax": "no fsdax-capable pmem device: boot with memmap=512M!1G and modprobe nd_pmem",
+    "cgroup-reclaim": "needs the memory controller on cgroup v2: boot with "
+                      "systemd.unified_cgroup_hierarchy=1",
+}
+
+
+PINS = ("io_uring", "udmabuf", "rdma", "gup_test", "vmsplice", "odirect")
+BACKINGS = ("memfd", "memfd-hugetlb", "tmpfs", "hugetlbfs", "ext4", "xfs", "btrfs", "ext4-dax",
+            "xfs-dax")
+MAPPINGS = ("shared", "private")
+STATES = ("hole", "faulted-hole", "stored", "written", "unwritten", "punched")
+MUTATIONS = ("none", "pwrite", "store", "pin-write", "truncate-down", "truncate-down-up",
+             "punch-hole", "madv-remove", "zero-range", "collapse-range", "insert-range",
+             "fallocate", "madv-dontneed", "madv-pageout", "madv-cold", "fadvise-dontneed",
+             "drop-caches", "cgroup-reclaim", "odirect-write", "odirect-read", "fsync-msync",
+             "copy-file-range", "reflink", "fork-write", "munmap-mmap")
+CHECKS = ("admission", "zeropage", "file-to-pin", "pin-to-file")
+PIN_CHECKS = CHECKS[:2]
+
+
+FAILING = {("io_uring", "ext4", "truncate-down"): "stale-cache",
+           ("io_uring", "tmpfs", "drop-caches"): "lost-write",
+           ("odirect", "btrfs", "fork-write"): "resurrected"}
+
+
+def full_size_cases():
+    out = []
+    for pin in PINS:
+        for backing in BACKINGS:
+            for mapping in MAPPINGS:
+                for access in ACCESS.get(pin, ("ro", "rw")):
+                    for state in STATES:
+                        for mutation in MUTATIONS:
+                            for check in CHECKS:
+                                if check in PIN_CHECKS and mutation != "none":
+                                    continue
+                                # gup_test's pins, like read-only ones, are never written.
+                                no_writes = access == "ro" or pin == "gup_test"
+                                if no_writes and (check == "pin-to-file"
+                                                  or mutation == "pin-write"):
+                                    continue
+                                out.append(full_size_case(pin, backing, mapping, access, state,
+                                                          mutation, check))
+    return out
+
+
+def full_size_case(pin, backing, mapping, access, state, mutation, check):
+    family = MUTATIONS.index(mutation) // 5
+    outcome = ("pinned" if check in ("admission", "zeropage")
+               else "coherent" if mapping == "shared" else "detached")
+    c = case(pin, backing, mapping, state, mutation, check, "pass", outcome, access=access,
+             reason=f"{LONG} (rule {family} of {mapping})",
+             spec=[f"/x/spec/10-coherence.toml:{4 + 8 * (mapping == 'private')}",
+                   f"/x/spec/20-mutations.toml:{4 + 8 * family}"],
+             detail="the pin sees what write() put in the file", duration_s=0.0123456)
+    c["id"] = ".".join(c[k] for k in ("pin", "backing", "mapping", "access", "state", "mutation",
+                                       "check"))
+    why = UNAVAILABLE.get(pin) or UNAVAILABLE.get(backing) or UNAVAILABLE.get(mutation)
+    if why:
+        c.update(verdict="skip", outcome=None, expected=None, spec=[], detail="", reason=why)
+    elif (pin, backing, mutation) in FAILING:
+        seen = FAILING[pin, backing, mutation]
+        c.update(verdict="fail", outcome=seen,
+                 reason=f"expected {outcome}, saw {seen}: zeros. Expected because: {LONG}")
+    elif pin == "odirect" and backing == "xfs" and mutation == "odirect-write":
+        c.update(verdict="xfail", outcome="detached", spec=c["spec"] + ["/x/25-limitations.toml:5"],
+                 reason="An O_DIRECT write invalidates the cached range afterwards.")
+    elif pin == "vmsplice" and backing == "btrfs" and mutation == "reflink" and state == "hole":
+        c.update(verdict="error", outcome=None, spec=[],
+                 reason="the case broke in call: OSError: [Errno 28] No space left on device")
+    return c
+
+
+def full_size(release="6.18.0", started=1_700_000_000.0):
+    controls = [results.control(f"control.zeropage.{v}", "pass", "saw it") for v in ("anon", "thp")]
+    d = doc(release, full_size_cases() + controls, started)
+    d["finished"] = started + 1234.5
+    return d
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """A full-size run's reports, written once for the tests below."""
+    out = tmp_path_factory.mktemp("full")
+    run = full_size()
+    baseline = full_size("6.12.0", started=1_600_000_000.0)
+    for c in baseline["cases"]:
+        if c["verdict"] == "fail":
+            c.update(verdict="pass", outcome="coherent")
+    write_all(out, [run], baseline=[baseline])
+    return out, run
+
+
+def test_full_size_sample_is_a_real_runs_size(full):
+    _, run = full
+    assert len(run["cases"]) == 36_504 + 2
+    assert {"fail", "xfail", "error", "skip", "pass"} == {c["verdict"] for c in run["cases"]}
+
+
+def test_full_size_matrix_md_fits_a_mail(full):
+    out, _ = full
+    lines = (out / "matrix.md").read_text().splitlines()
+    assert max(map(len, lines)) <= 100
+    assert len(lines) < 1000
+    text = "\n".join(lines)
+    assert "## rdma: all 8,424 cases skipped" in text
+    assert "### io_uring: pin checks, data, size and extents" in text
+    assert re.search(r"^ext4 +shared +all +✓P +.*✗S", text, re.M)
+
+
+def test_full_size_summary_md_fits_a_reply(full):
+    out, _ = full
+    text = (out / "summary.md").read_text()
+    lines = text.splitlines()
+    assert len(lines) <= 80 and max(map(len, lines)) <= 100
+    assert "- result: FAIL (exit 1): 36,506 cases: " in text
+    assert "## Failures by spec rule: 86 cases, 4 rules" in text
+    # Largest group first, with its count, what was seen, one example and the rule's text.
+    at = lines.index("- 20-mutations.toml:36, 36 cases: expected detached, saw resurrected "
+                     "(and 1 other)")
+    assert lines[at + 1] == "  e.g. odirect.btrfs.private.ro.faulted-hole.fork-write.file-to-pin"
+    assert lines[at + 2].startswith("  rule: A long-term pin of a MAP_SHARED page holds")
+    assert "- error (no spec rule), 2 cases: the case broke in call: OSError: [Errno 28]" in text
+    assert "## Known kernel limitations that showed (xfail): 36 cases" in text
+    assert "- 25-limitations.toml:5, 36 cases: An O_DIRECT write invalidates the cached" in text
+    assert "- 8,424 rdma cases: no RDMA device: modprobe rdma_rxe" in text
+    assert "- 3,744 ext4-dax, xfs-dax cases: no fsdax-capable pmem device" in text
+    # Against the baseline: the fails are regressions, grouped by rule, with an example each.
+    assert "## Against the baseline 6.12.0 x86_64" in text
+    assert "- 84 regressed, 0 changed, 0 fixed, 0 new, 0 gone" in text
+    assert "- 24 regressed under 20-mutations.toml:28: pass coherent -> fail lost-write" in text
+
+
+def test_full_size_reports_are_small(full):
+    out, _ = full
+    sizes = {p.name: p.stat().st_size for p in out.iterdir()}
+    assert set(sizes) == set(FILES)
+    assert sizes["matrix.html"] < 2_000_000 and sizes["results.ktap"] < 4_000_000
+    assert sizes["kcidb.json.gz"] < 500_000 and sizes["matrix.md"] < 100_000
+    assert sum(sizes.values()) < 6_000_000, sizes
+    sub = kcidb.load(out / "kcidb.json.gz")
+    assert len(sub["tests"]) == 36_506
+    kcidb.validate(sub)
+
+
+@pytest.mark.skipif(not os.path.exists("/tmp/old/host/results.json"),
+                    reason="no recorded full host run at /tmp/old/host")
+def test_the_recorded_host_run_fits_a_mail():
+    real = results.load(Path("/tmp/old/host/results.json"))
+    md = markdown.render([real]).splitlines()
+    assert max(map(len, md)) <= 100
+    mail_ = mail.render([real]).splitlines()
+    assert len(mail_) <= 80 and max(map(len, mail_)) <= 100

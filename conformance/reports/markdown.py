@@ -9,7 +9,7 @@ from pathlib import Path
 from string import ascii_lowercase
 
 from .. import results
-from ..dimensions import MUTATIONS
+from ..dimensions import VOCABULARY
 from . import about, grid
 
 # matrix.md is pasted into mail: no line may pass WIDTH. Wider tables name their mutation
@@ -219,7 +219,7 @@ def letters(n: int) -> list[str]:
 
 
 # The mutations' letters, the same in every table of every report.
-KEYS = dict(zip(MUTATIONS, letters(len(MUTATIONS)), strict=True))
+KEYS = dict(zip(VOCABULARY["mutation"], letters(len(VOCABULARY["mutation"])), strict=True))
 
 
 def family(column: str) -> str:
