@@ -90,8 +90,9 @@ class Terminal:
         for pin, groups in pins.items():
             planned = sum(self.groups[g] for g in groups)
             skipped = sum(self.verdicts.get(g, Counter())["skip"] for g in groups)
-            backings = ", ".join(g[1] for g in groups if g[1])
-            line = f"  {pin:9} {count(planned):>6}" + (f" on {backings}" if backings else "")
+            backings = [g[1] for g in groups if g[1]]
+            line = f"  {pin:9} {count(planned):>6} cases" + (
+                f" on {plural(len(backings), 'backing')}" if backings else "")
             if skipped:
                 line += f" ({count(skipped)} known to skip)"
             self._emit(line[:WIDTH])
