@@ -18,7 +18,7 @@ from pathlib import Path
 from . import lifetime, reports, results
 from . import probe as probe_mod
 from .dimensions import VOCABULARY, Case, UnknownName, cases_for, universe, unknown
-from .expectations import Spec, SpecError
+from .expectations import LAYER_NAMES, LAYERS, Entry, Spec, SpecError, Step, traits
 from .pins import MECHANISMS
 from .running_kernel import parse_version, running
 
@@ -296,26 +296,86 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spec_path(where: str) -> str:
+    """A spec entry's file:line, built-in files relative to the checkout."""
+    with contextlib.suppress(ValueError):
+        return str(Path(where).relative_to(ROOT))
+    return where
+
+
+def _says(e: Entry, check: str) -> str:
+    said = [*(["|".join(e.outcomes_for(check)) + (f" {e.errno}" if e.errno else "")]
+              if e.outcomes else []), *([f"known {e.known}"] if e.known else [])]
+    return ", ".join(said)
+
+
+def _conditions(e: Entry) -> str:
+    """What an entry matches, as written, with the names each trait stands for."""
+    named = traits()
+    parts = []
+    for key, values in e.written.items():
+        shown = [f"{v} ({', '.join(named[key][v])})" if v in named[key] else v for v in values]
+        parts.append(f"{key} = {', '.join(shown)}")
+    return "; ".join(parts + ([f"kernel {e.kernel.text}"] if e.kernel else [])) or "every case"
+
+
+def _role(step: Step, version: str) -> str:
+    by = _spec_path(step.by.where) if step.by else ""
+    kernel = step.entry.kernel.text if step.entry.kernel else ""
+    return {"decides": "decides: the last entry with an outcome",
+            "overridden": f"overridden by {by}",
+            "other kernels": f"not on {version}: kernel {kernel}",
+            "adds known": "adds its known limitation",
+            "ignored": f"ignored: {by} decides after it" if by else "ignored: nothing decides",
+            "superseded": f"superseded by {by}"}[step.role]
+
+
+PRECEDENCE = (f"{' < '.join(LAYER_NAMES)}; within a layer, general files < pin files < --spec "
+              "files, each in name (or given) order; within a file, earlier < later entries")
+
+
 def cmd_spec(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
+    if not args.explain:
+        return spec_overview(spec)
     try:
         case = Case.from_id(args.explain)
         version = parse_version(args.kernel or running().release)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    shown = ".".join(map(str, version))
     exp = spec.expect(case, version)
-    print(f"{case.id} on {'.'.join(map(str, version))}:")
+    print(f"{case.id} on {shown}")
+    print(f"precedence: {PRECEDENCE}\n")
+    steps = spec.explain(case, version)
+    rows = [(s.entry.layer, _spec_path(s.entry.where), _says(s.entry, case.check),
+             _role(s, shown), _conditions(s.entry)) for s in steps]
+    width = [max((len(r[i]) for r in rows), default=0) for i in range(3)]
+    for layer, where, says, role, conditions in rows:
+        print(f"  {layer:{width[0]}}  {where:{width[1]}}  {says:{width[2]}}  {role}")
+        print(f"  {'':{width[0]}}  {conditions}")
     if exp is None:
-        print("  no entry decides this case")
+        print("\nno entry decides this case")
         return 1
-    for e in spec.deciding(case, version):
-        outcomes = ("|".join(e.outcomes_for(case.check)) if e.outcomes
-                    else f"adds known {e.known}")
-        print(f"  {e.where}: {outcomes}{' ' + e.errno if e.errno else ''}"
-              f"{' (kernel ' + e.kernel.text + ')' if e.kernel else ''}")
     known = f"; known to show {exp.known}: {exp.known_reason}" if exp.known else ""
-    print(f"expected: {'|'.join(exp.outcomes)}{' ' + exp.errno if exp.errno else ''}{known}")
-    print(f"because: {exp.reason}")
+    print(f"\nexpected: {'|'.join(exp.outcomes)}{' ' + exp.errno if exp.errno else ''}{known}")
+    decider = next(s.entry for s in steps if s.role == "decides")
+    print(f"because ({_spec_path(decider.where)}): {exp.reason}")
+    return 0
+
+
+def spec_overview(spec: Spec) -> int:
+    """The layers in the order they decide, the files in each, and the traits."""
+    print(f"precedence: {PRECEDENCE}")
+    print("layers, lowest first (each overrides the ones before it):")
+    for layer in LAYERS:
+        files = Counter(_spec_path(e.file) for e in spec.entries if e.layer == layer.name)
+        print(f"  {layer.name:10}  {layer.says}")
+        print(f"  {'':10}  {', '.join(f'{f} ({n})' for f, n in files.items()) or '(none)'}")
+    print("traits (a trait stands for these names wherever a name of its dimension can):")
+    for dimension, named in traits().items():
+        for trait, values in named.items():
+            print(f"  {dimension:10}  {trait} = {', '.join(values)}")
     return 0
 
 
@@ -355,9 +415,12 @@ def parser() -> argparse.ArgumentParser:
     dp = sub.add_parser("diff", help="cells whose verdict or outcome changed between two runs")
     dp.add_argument("a", metavar="BEFORE")
     dp.add_argument("b", metavar="AFTER")
-    sp = sub.add_parser("spec", help="explain which spec entries decide a case")
-    sp.add_argument("--explain", required=True, metavar="CASE_ID")
-    sp.add_argument("--kernel", metavar="VERSION", help="kernel version (default: running)")
+    sp = sub.add_parser("spec", help="the spec's layers and traits, or which entries decide a "
+                        "case and why (--explain)")
+    sp.add_argument("--explain", metavar="CASE_ID", help="every entry that matches the case, "
+                    "in precedence order, and which decides")
+    sp.add_argument("--kernel", metavar="VERSION", help="kernel version for --explain "
+                    "(default: running)")
     sp.add_argument("--spec", action="append", default=[], metavar="FILE")
     return p
 

@@ -262,7 +262,7 @@ class Mutation:
     apply: Callable[..., Effect]
     family: str  # how reports group mutations
     # Static facts the spec matches on: "detaches" (always takes the page out of the file;
-    # Effect.detaches adds the mapping- and backing-dependent cases), "fallocate" (a mode of
+    # Effect.detaches adds the mapping- and backing-dependent cases), "fallocates" (a mode of
     # fallocate()), "reclaim" (asks the kernel to drop the page), "writes" (new data).
     traits: frozenset[str] = frozenset()
 
@@ -280,14 +280,14 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in (
     _m("truncate-down", truncate_down, "size", "detaches"),
     _m("truncate-down-up", truncate_down_up, "size", "detaches"),
     _m("punch-hole", _fallocate(abi.FALLOC_FL_PUNCH_HOLE | _KEEP), "size", "detaches",
-       "fallocate"),
+       "fallocates"),
     _m("madv-remove", madv_remove, "size", "detaches"),
     _m("zero-range", _fallocate(abi.FALLOC_FL_ZERO_RANGE | _KEEP), "size", "detaches",
-       "fallocate"),
-    _m("collapse-range", collapse_range, "size", "detaches", "fallocate"),
+       "fallocates"),
+    _m("collapse-range", collapse_range, "size", "detaches", "fallocates"),
     _m("insert-range", _fallocate(abi.FALLOC_FL_INSERT_RANGE), "size", "detaches",
-       "fallocate"),
-    _m("fallocate", fallocate_range, "size", "fallocate"),
+       "fallocates"),
+    _m("fallocate", fallocate_range, "size", "fallocates"),
     _m("madv-dontneed", madv_dontneed, "reclaim"),
     _m("madv-pageout", _madvise(abi.MADV_PAGEOUT), "reclaim", "reclaim"),
     _m("madv-cold", _madvise(abi.MADV_COLD), "reclaim", "reclaim"),

@@ -16,10 +16,10 @@ fi
 DEBIAN="python3 python3-venv python3-pip e2fsprogs xfsprogs btrfs-progs util-linux kmod
         python3-pyverbs rdma-core ibverbs-providers iproute2
         qemu-system-x86 busybox-static debian-archive-keyring
-        gcc make flex bison bc libelf-dev libssl-dev xz-utils"
+        gcc make flex bison bc libelf-dev libssl-dev xz-utils chromium"
 FEDORA="python3 python3-pip e2fsprogs xfsprogs btrfs-progs util-linux kmod
         python3-pyverbs rdma-core libibverbs iproute qemu-system-x86 busybox
-        gcc make flex bison bc elfutils-libelf-devel openssl-devel xz glibc-static"
+        gcc make flex bison bc elfutils-libelf-devel openssl-devel xz glibc-static chromium"
 
 if command -v apt-get >/dev/null; then
     missing=$(for p in $DEBIAN; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)

@@ -42,6 +42,11 @@ class Backing:
     # copy_file_range() within the filesystem shares extents (->remap_file_range), which first
     # drops the destination's cached folios.
     reflinks: ClassVar[bool] = False
+    # What spec entries may name instead of listing backings (conformance/expectations.py):
+    # shmem, hugetlb, dirty-tracked (page cache written back to storage: shared mappings need
+    # dirty tracking, so mm/gup.c check_vma_flags() refuses long-term write pins), dax,
+    # reflink (the flag above), persistent (the flag above).
+    traits: ClassVar[frozenset[str]] = frozenset()
 
     def availability(self) -> Availability:
         raise NotImplementedError

@@ -42,6 +42,7 @@ def scratch_problem() -> str | None:
 
 class BlockFs(Backing):
     persistent = True
+    traits = frozenset({"persistent", "dirty-tracked"})
     fstype: ClassVar[str]
     mkfs: ClassVar[list[str]]
     image_size: ClassVar[int]

@@ -8,4 +8,5 @@ class Btrfs(BlockFs):
     mkfs = ["mkfs.btrfs", "-q", "-f"]
     image_size = 160 << 20
     reflinks = True
+    traits = BlockFs.traits | {"reflink"}
     packages = ("btrfs-progs", "btrfs-progs")

@@ -37,6 +37,8 @@ def pmem_devices() -> list[str]:
 
 class FsDax(BlockFs):
     mount_options = {"dax": "always"}
+    # No page cache: check_vma_flags() refuses long-term pins before dirty tracking counts.
+    traits = frozenset({"persistent", "dax"})
     _lock = -1
 
     def availability(self) -> Availability:

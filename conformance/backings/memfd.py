@@ -11,6 +11,7 @@ from .base import Availability, Backing
 
 class Memfd(Backing):
     name = "memfd"
+    traits = frozenset({"shmem"})
     flags = MFD_CLOEXEC | MFD_ALLOW_SEALING
 
     def availability(self) -> Availability:
@@ -26,6 +27,7 @@ class Memfd(Backing):
 
 class MemfdHugetlb(Memfd):
     name = "memfd-hugetlb"
+    traits = frozenset({"hugetlb"})
     page_size = hugepages.SIZE_KB * 1024
     hugetlb = True
     flags = MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB | (21 << MFD_HUGE_SHIFT)  # 2 MiB

@@ -23,6 +23,7 @@ def shm_is_tmpfs() -> bool:
 
 class Tmpfs(Backing):
     name = "tmpfs"
+    traits = frozenset({"shmem"})
     fstype = "tmpfs"
     options: dict[str, str | None] = {"size": "256m"}
     mount: DetachedMount | None = None
@@ -56,6 +57,7 @@ class Tmpfs(Backing):
 
 class Hugetlbfs(Tmpfs):
     name = "hugetlbfs"
+    traits = frozenset({"hugetlb"})
     fstype = "hugetlbfs"
     page_size = hugepages.SIZE_KB * 1024
     hugetlb = True

@@ -8,4 +8,5 @@ class Xfs(BlockFs):
     mkfs = ["mkfs.xfs", "-q", "-f"]
     image_size = 320 << 20  # mkfs.xfs refuses filesystems under 300 MiB
     reflinks = True
+    traits = BlockFs.traits | {"reflink"}
     packages = ("xfsprogs", "xfsprogs")

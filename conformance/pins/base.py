@@ -46,6 +46,10 @@ class Mechanism:
     access: ClassVar[tuple[str, ...]]
     # Whether data can be written through its pins (gup_test only reads them).
     writable: ClassVar[bool] = True
+    # What spec entries may name instead of listing pins (conformance/expectations.py):
+    # longterm (FOLL_LONGTERM), file-pinner (pins the file's folios, not a mapping), writable
+    # (the flag above).
+    traits: ClassVar[frozenset[str]] = frozenset()
 
     def availability(self) -> Availability:
         raise NotImplementedError

@@ -54,6 +54,7 @@ class GupTest(Mechanism):
     name = "gup_test"
     access = ("ro", "rw")
     writable = False
+    traits = frozenset({"longterm"})
     fd = -1
 
     def availability(self) -> Availability:

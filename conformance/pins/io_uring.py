@@ -64,6 +64,7 @@ class FixedBuffer(Pinned):
 class IoUring(Mechanism):
     name = "io_uring"
     access = ("rw",)
+    traits = frozenset({"longterm", "writable"})
     ring: uring.Ring | None = None
     channel = -1
 

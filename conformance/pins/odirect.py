@@ -61,6 +61,7 @@ class DirectIO(Pinned):
 class ODirect(Mechanism):
     name = "odirect"
     access = ("ro", "rw")
+    traits = frozenset({"writable"})
     scratch: tuple[int, int] | None = None
 
     def availability(self) -> Availability:

@@ -103,6 +103,7 @@ class MemoryRegion(Pinned):
 class Rdma(Mechanism):
     name = "rdma"
     access = ("ro", "rw")
+    traits = frozenset({"longterm", "writable"})
     created = False
     local_size = 2 << 20  # the largest pinned range: one 2 MiB huge page
 

@@ -51,6 +51,7 @@ class DmaBuf(Pinned):
 class Udmabuf(Mechanism):
     name = "udmabuf"
     access = ("rw",)
+    traits = frozenset({"longterm", "file-pinner", "writable"})
     device = -1
 
     def availability(self) -> Availability:

@@ -292,7 +292,7 @@ def findings_block(docs: list[dict]) -> str:
             continue
         items = "".join(
             f'<li title="{escape(findings.rule_text(g.example))}"><b>{escape(g.label)}</b>, '
-            f"{findings.plural(len(g.cases), 'case')}: {escape(g.what)}; e.g. "
+            f"{findings.plural(len(g.cases), 'case')}: {escape(g.what.rstrip('.'))}; e.g. "
             f"{case_link(*g.cases[0], docs)}</li>" for g in groups)
         parts.append(f"<h2>{escape(title)}</h2><ul>{items}</ul>")
     return "".join(parts) or "<p>No failures.</p>"
