@@ -160,8 +160,19 @@ def check_scratch() -> None:
         raise UsageError(problem)
 
 
+def baseline_of(args: argparse.Namespace) -> list[dict] | None:
+    """--baseline DIR, read before anything runs: a wrong DIR costs no run."""
+    if not args.baseline:
+        return None
+    try:
+        return reports.load_baseline(Path(args.baseline))
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"--baseline {args.baseline}: {e}") from None
+
+
 def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     selection = dimension_args(args)
+    baseline = baseline_of(args)
     load_spec(args.spec)
     check_scratch()
     if not CASES.is_dir():
@@ -187,7 +198,7 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         print(f"pinhole: error: pytest could not run the cases (exit {code})", file=sys.stderr)
         return results.EXIT_USAGE if code == 4 else results.EXIT_HARNESS
     doc = results.load(doc_path)
-    written = reports.write_all(out, [doc])
+    written = reports.write_all(out, [doc], baseline)
     print(f"pinhole: results in {out}/: results.json junit.xml "
           f"{' '.join(p.name for p in written)}")
     # pytest's 1 is a failed test, recorded or not (a control, a broken fixture): never a pass.
@@ -218,6 +229,7 @@ def cmd_matrix(args: argparse.Namespace, pytest_args: list[str]) -> int:
     selection = [*dimension_args(args), *[f"--spec={os.path.abspath(s)}" for s in args.spec],
                  *pytest_args]
     load_spec(args.spec)
+    baseline = baseline_of(args)
     # Ctrl-C and SIGTERM stop the running VM and leave partial reports (lifetime.Stopped).
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lifetime.raise_stopped)
@@ -229,7 +241,7 @@ def cmd_matrix(args: argparse.Namespace, pytest_args: list[str]) -> int:
     claim(out)
     try:
         code = multikernel.run(args.kernel, out.resolve(), selection, args.timeout,
-                                 patches=args.patch)
+                                 patches=args.patch, baseline=baseline)
     except (debian.KernelNotFound, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
     except kbuild.BuildFailed as e:
@@ -390,6 +402,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--spec", action="append", default=[], metavar="FILE",
                      help="layer a spec file over the built-in expectations")
     run.add_argument("-n", "--jobs", default="auto", help="pytest-xdist workers (default auto)")
+    run.add_argument("--baseline", metavar="DIR", help="a run to compare with in summary.md, "
+                     "e.g. the kernel before a patch set")
     mx = sub.add_parser("matrix", help="run the cases on other kernels, each in a VM "
                         "(extra args go to pytest in the guest)")
     mx.add_argument("--kernel", action="append", required=True, metavar="SPEC",
@@ -403,6 +417,8 @@ def parser() -> argparse.ArgumentParser:
     mx.add_argument("--spec", action="append", default=[], metavar="FILE")
     mx.add_argument("--timeout", type=float, default=1800, metavar="SECONDS",
                     help="time limit per kernel, boot included (default 1800)")
+    mx.add_argument("--baseline", metavar="DIR", help="a run or matrix to compare with in "
+                    "summary.md, e.g. the kernels before a patch set")
     pr = sub.add_parser("probe", help="what this kernel and machine can test")
     pr.add_argument("--json", action="store_true")
     ls = sub.add_parser("list", help="the matrix dimensions and number of cases")

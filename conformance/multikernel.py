@@ -155,7 +155,7 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
 
 
 def run(specs: list[str], out: Path, pytest_args: list[str], timeout: float,
-        patches: Sequence[Path] = ()) -> int:
+        patches: Sequence[Path] = (), baseline: list[dict] | None = None) -> int:
     docs = []
     for spec in specs:
         doc = run_kernel(spec, out, pytest_args, timeout, patches)
@@ -166,7 +166,7 @@ def run(specs: list[str], out: Path, pytest_args: list[str], timeout: float,
         docs.append(doc)
         if env["vm"] == "stopped":
             break
-    reports.write_all(out, docs)
+    reports.write_all(out, docs, baseline)
     for a, b in zip(docs, docs[1:], strict=False):
         name = f"diff-{a['environment']['release']}-{b['environment']['release']}.txt"
         results.write_atomic(out / name, reports.diff.render(reports.diff.diff(a, b), a, b))
