@@ -49,11 +49,32 @@ SPEC = Spec.load()
     ("io_uring.xfs-dax.private.rw.stored.none.admission", (6, 1, 0), ("refused",),
      "EOPNOTSUPP", ""),
     ("io_uring.ext4.shared.rw.stored.none.admission", (6, 12, 0), ("refused",), "EFAULT", ""),
+    # Layers: a refused mutation or pin overrides what the layers below say of the cell.
+    ("udmabuf.xfs-dax.shared.rw.hole.none.admission", (6, 12, 0), ("refused",), "EBADFD",
+     "shmem_file"),
+    ("udmabuf.memfd.shared.rw.written.truncate-down.file-to-pin", (6, 12, 0), ("unsupported",),
+     "EPERM", "shmem_setattr"),
+    ("vmsplice.xfs-dax.shared.ro.written.reflink.file-to-pin", (6, 12, 0), ("unsupported",),
+     "EOPNOTSUPP", "xfs_has_reflink"),
+    ("vmsplice.xfs-dax.shared.ro.written.punch-hole.file-to-pin", (6, 12, 0), ("blocked",), None,
+     "dax_layout_busy_page_range"),
+    ("rdma.ext4.shared.rw.hole.odirect-write.file-to-pin", (6, 12, 0), ("refused",), "EFAULT",
+     "writable_file_mapping_allowed"),
+    ("io_uring.xfs.shared.rw.hole.odirect-write.file-to-pin", (6, 1, 0), ("refused",),
+     "EOPNOTSUPP", "34ed8d0dcd69"),
 ])
 def test_rule(case_id, kernel, outcomes, errno, cites):
     exp = SPEC.expect(Case.from_id(case_id), kernel)
     assert (exp.outcomes, exp.errno) == (outcomes, errno), exp.entries[-1].where
     assert cites in exp.reason
+
+
+def test_o_direct_writes_detach_long_term_pins_where_they_are_admitted():
+    """The limitation shared by every long-term pin, under the refusals of those not admitted."""
+    case = Case.from_id("rdma.ext4.shared.ro.hole.odirect-write.file-to-pin")
+    exp = SPEC.expect(case, (6, 12, 0))
+    assert (exp.outcomes, exp.known, exp.sometimes) == (("coherent",), "detached", True)
+    assert "invalidate_inode_pages2_range" in exp.known_reason
 
 
 def test_unshare_was_unreliable_before_6_2():
