@@ -246,3 +246,30 @@ def test_explain_names_every_matching_entry_and_its_role():
     warned = spec.explain(Case.from_id("odirect.xfs-dax.shared.rw.written.none.zeropage"),
                           (6, 12, 0))
     assert [s.role for s in warned][-1] == "adds known"
+
+
+def test_explain_says_which_known_limitation_counts():
+    text = ('[[warning]]\nknown = "kernel-warning"\nknown_reason = "first"\nreason = "r"\n'
+            '[[warning]]\nknown = "kernel-warning"\nknown_reason = "second"\nreason = "r"\n'
+            '[[coherence]]\noutcome = "coherent"\nreason = "the rule"\n'
+            '[[expect]]\nknown = "kernel-warning"\nknown_reason = "over all"\nreason = "r"\n')
+    spec = Spec(parse(text, "t.toml"))
+    case = Case.from_id(ADMIT)
+    roles = [(s.entry.line, s.role, s.by and s.by.line) for s in spec.explain(case, (6, 18, 0))]
+    assert roles == [(9, "decides", None), (1, "superseded", 12), (5, "superseded", 12),
+                     (12, "adds known", None)]
+    assert spec.expect(case, (6, 18, 0)).known_reason == "over all"
+
+
+def test_pinhole_spec_shows_layers_traits_and_the_deciding_entry(capsys):
+    from conformance.cli import main
+
+    assert main(["spec"]) == 0
+    out = capsys.readouterr().out
+    assert "coherence < mutation < limitation < admission < warning < expect" in out
+    assert "dirty-tracked = ext4, xfs, btrfs" in out and "io_uring.toml (6)" in out
+    assert main(["spec", "--explain", ADMIT, "--kernel", "6.1"]) == 0
+    out = capsys.readouterr().out
+    assert "backing = dirty-tracked (ext4, xfs, btrfs)" in out
+    assert "not on 6.1.0: kernel >=6.5" in out and "decides" in out
+    assert "because (conformance/spec/io_uring.toml:" in out
