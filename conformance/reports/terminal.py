@@ -65,6 +65,7 @@ class Terminal:
         self.status_shown = False
         self.drawn = 0.0
         self.tenths = 0  # the last tenth of the run reported on a log
+        self.reported = 0  # cases run when the last progress line was printed
 
     @property
     def to_run(self) -> int:
@@ -117,7 +118,9 @@ class Terminal:
         done = sum(self.verdicts[g].values())
         if done == self.groups.get(g):
             self._emit(self.group_line(g))
-        elif not self.isatty and self.to_run and self.ran * 10 // self.to_run > self.tenths:
+        elif (not self.isatty and self.to_run and self.ran * 10 // self.to_run > self.tenths
+              and (self.ran - self.reported) * 20 >= self.to_run):
+            # A tenth of the run passed with no group finishing for a twentieth of it.
             self._emit(self.progress_line())
         if (self.isatty and not self.verbose and self.ran < self.to_run
                 and self.clock() - self.drawn >= REDRAW):
@@ -131,6 +134,7 @@ class Terminal:
 
     def progress_line(self) -> str:
         self.tenths = self.ran * 10 // max(self.to_run, 1)
+        self.reported = self.ran
         pct = 100 * self.ran // max(self.to_run, 1)
         bad = sum(v[b] for v in self.verdicts.values() for b in findings.BAD)
         return (f"[{count(self.ran):>6}/{count(self.to_run)} {pct:3}%] "
