@@ -104,15 +104,70 @@ def scratch() -> Iterator[tuple[str, str]]:
             os.unlink(image)
 
 
+def mount_of(path: Path, mounts: str | None = None) -> tuple[str, list[str]] | None:
+    """The filesystem type and options of the mount that holds path (the longest mount point
+    that is a prefix of it), from /proc/self/mounts."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/self/mounts").read_text()
+        except OSError:
+            return None
+    target = os.path.realpath(path)
+    best: tuple[int, str, list[str]] | None = None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        point = fields[1].replace("\\040", " ").replace("\\011", "\t")
+        if target == point or target.startswith(point.rstrip("/") + "/"):
+            if best is None or len(point) >= best[0]:
+                best = (len(point), fields[2], fields[3].split(","))
+    return None if best is None else (best[1], best[2])
+
+
+# 9p cache modes as /proc/mounts shows them: cache=<mode or hex flags> (6.6 on), or the bare
+# mode name (before 6.6). none (0, not shown) is virtme-ng's: no guest page cache for data.
+CACHE_MODES_9P = ("loose", "fscache", "mmap", "readahead", "writeback")
+
+
+def progress_needs_sync(out: Path, mounts: str | None = None) -> tuple[bool, str]:
+    """Whether progress.jsonl must be fsynced after every line to survive a panic of this
+    kernel, and why. Not on an uncached 9p mount (virtme-ng's --rwdir): there every write(2)
+    is a Twrite that reaches the host's file before it returns, so a guest panic cannot lose
+    it, and an fsync only adds a 9p round trip and a flush of the host's disk, twice a case
+    (benchmarks/tcg.py measures it). Anywhere else, or with any cache mode, it must."""
+    found = mount_of(out, mounts)
+    if found is None:
+        return True, "the output directory's mount is unknown"
+    fstype, options = found
+    if fstype != "9p":
+        return True, f"the output directory is on {fstype}"
+    for opt in options:
+        name, _, value = opt.partition("=")
+        if (name == "cache" and value not in ("none", "0")) or name in CACHE_MODES_9P:
+            return True, f"the output directory is on 9p with {opt}"
+    return False, "the output directory is on uncached 9p: each write reaches the host"
+
+
 def main(argv: list[str]) -> int:
     out, pytest_args = Path(argv[0]), argv[1:]
-    os.environ[results.SYNC_ENV] = "1"  # progress must survive a panic of this kernel
+    # progress.jsonl must survive a panic of this kernel; the caller may force fsync either way.
+    forced = os.environ.get(results.SYNC_ENV)
+    if forced is None:
+        sync, why = progress_needs_sync(out)
+    else:
+        sync, why = forced not in ("", "0"), f"{results.SYNC_ENV}={forced}"
+    if sync:
+        os.environ[results.SYNC_ENV] = "1"
+    else:
+        os.environ.pop(results.SYNC_ENV, None)
     os.environ[IN_GUEST] = "1"
     modules = load_modules()
     with scratch() as (where, how):
         os.environ["PINHOLE_SCRATCH"] = where
         # Written first: its presence tells the host the guest came up, should the kernel die.
-        guest = {"modules": modules, "scratch": how,
+        guest = {"modules": modules, "scratch": how, "progress_fsync": sync,
+                 "progress_fsync_why": why,
                  "vmlinux": os.environ.get(VMLINUX_ENV)}  # for the kernel view, if known
         (out / GUEST_FILE).write_text(json.dumps(guest, indent=1) + "\n")
         import pytest

@@ -25,6 +25,10 @@ from .debian import Kernel, cache_root
 BOOT_ARGS = ("oops=panic",)
 # udev coldplug would load kvm_amd/kvm_intel in the guest: seconds under TCG, and useless there.
 TCG_ARGS = ("module_blacklist=kvm,kvm_amd,kvm_intel",)
+# Appended under TCG unless fast=False (PINHOLE_FAST_BOOT=0, see fast_boot()): what
+# makes a packaged kernel cheaper to emulate without touching what pinhole tests. See
+# benchmarks/tcg.py and the README's "TCG speed".
+FAST_BOOT_ARGS: tuple[str, ...] = ()
 FSDAX_APPEND = "memmap=512M!1G"
 KVM_PROBE_TIMEOUT = 60.0
 CONSOLE_TAIL = 60
@@ -96,15 +100,31 @@ def vng_binary() -> str:
     return found
 
 
+FAST_BOOT_ENV = "PINHOLE_FAST_BOOT"
+
+
+def fast_boot() -> bool:
+    """Whether FAST_BOOT_ARGS go on a TCG guest's command line: yes unless the user keeps the
+    kernel's own defaults with PINHOLE_FAST_BOOT=0."""
+    return os.environ.get(FAST_BOOT_ENV, "1").strip().lower() not in ("0", "no", "false", "off")
+
+
+def boot_options(accel: str, fast: bool = True) -> tuple[str, ...]:
+    """What pinhole appends to every kernel's command line, before the caller's own."""
+    tcg = accel == "tcg"
+    return (*BOOT_ARGS, *(TCG_ARGS if tcg else ()), *(FAST_BOOT_ARGS if tcg and fast else ()))
+
+
 def vng_command(kernel: Kernel, shell: str, *, accel: str, append: Sequence[str] = (),
                 rwdirs: Sequence[Path] = (), memory: str = "2G", cpus: int = 2,
-                vng: str = "vng") -> list[str]:
-    """The vng command line that boots kernel and runs shell inside it."""
+                vng: str = "vng", fast: bool = False) -> list[str]:
+    """The vng command line that boots kernel and runs shell inside it; fast adds
+    FAST_BOOT_ARGS under TCG."""
     cmd = [vng, "--verbose", "--force-9p", "--cpus", str(cpus), "--memory", memory,
            "--run", str(kernel.build_dir or kernel.vmlinuz)]
     if accel == "tcg":
         cmd.append("--disable-kvm")
-    for arg in (*BOOT_ARGS, *(TCG_ARGS if accel == "tcg" else ()), *append):
+    for arg in (*boot_options(accel, fast), *append):
         cmd += ["--append", arg]
     for d in rwdirs:
         cmd += ["--rwdir", str(d)]
@@ -207,12 +227,15 @@ def accelerator(kernel: Kernel, *, probe_timeout: float = KVM_PROBE_TIMEOUT) -> 
 
 def boot_and_run(kernel: Kernel, command: list[str] | str, *, timeout: float,
                  append: Sequence[str] = (), rwdirs: Sequence[Path] = (), memory: str = "2G",
-                 cpus: int = 2, accel: str | None = None) -> VmResult:
+                 cpus: int = 2, accel: str | None = None,
+                 fast: bool | None = None) -> VmResult:
     """Boot kernel, run command (argv list, or a shell string) as root, power off.
 
     timeout covers the whole VM, boot included. accel None detects it (see accelerator()).
+    fast appends FAST_BOOT_ARGS under TCG; None: unless PINHOLE_FAST_BOOT=0 (fast_boot()).
     """
     accel = accel or accelerator(kernel)
+    fast = fast_boot() if fast is None else fast
     shell = command if isinstance(command, str) else shlex.join(command)
     base = cache_root() / "vm"
     base.mkdir(parents=True, exist_ok=True)
@@ -222,7 +245,7 @@ def boot_and_run(kernel: Kernel, command: list[str] | str, *, timeout: float,
         script.write_text(WRAPPER.format(command=shell, dir=shlex.quote(str(work))))
         cmd = vng_command(kernel, f"/bin/sh {shlex.quote(str(script))}", accel=accel,
                           append=append, rwdirs=[work, *rwdirs], memory=memory, cpus=cpus,
-                          vng=vng_binary())
+                          vng=vng_binary(), fast=fast)
         rc, total = _run_vng(cmd, timeout, work / "console")
         console = _read(work / "console")
         fields = _read(work / "status").split()

@@ -1,0 +1,79 @@
+"""The VM's boot options and the guest's choices, without booting anything."""
+
+from pathlib import Path
+
+import pytest
+
+from conformance import guest, vm
+from conformance.debian import Kernel
+
+KERNEL = Kernel("debian:6.12", "6.12.118+deb13-amd64", "6.12.118-1", Path("/k/boot/vmlinuz"),
+                Path("/k/lib/modules/6.12.118+deb13-amd64"), Path("/k/boot/config"))
+
+
+def appended(cmd: list[str]) -> list[str]:
+    return [cmd[i + 1] for i, a in enumerate(cmd) if a == "--append"]
+
+
+def test_fast_boot_options_only_under_tcg() -> None:
+    tcg = appended(vm.vng_command(KERNEL, "true", accel="tcg", fast=True))
+    assert tcg[:2] == ["oops=panic", "module_blacklist=kvm,kvm_amd,kvm_intel"]
+    assert tcg[2:] == list(vm.FAST_BOOT_ARGS)
+    assert appended(vm.vng_command(KERNEL, "true", accel="tcg", fast=False)) == tcg[:2]
+    assert appended(vm.vng_command(KERNEL, "true", accel="kvm", fast=True)) == ["oops=panic"]
+
+
+def test_the_callers_options_come_last() -> None:
+    """The kernel takes the last of a repeated option: the caller's own wins over pinhole's."""
+    cmd = vm.vng_command(KERNEL, "true", accel="tcg", fast=True, append=["mitigations=auto"])
+    assert appended(cmd)[-1] == "mitigations=auto"
+
+
+def test_no_fast_option_is_one_that_may_change_a_verdict() -> None:
+    """What may change what a pinned page or a file reads is never a default: page zeroing
+    and poisoning, THP, preemption, memory layout, the allocator's debugging."""
+    risky = ("init_on_alloc", "init_on_free", "page_poison", "slub_debug", "transparent_hugepage",
+             "preempt", "memmap", "mem=", "hugepages", "numa", "kfence", "nohz")
+    assert not [o for o in vm.FAST_BOOT_ARGS if o.startswith(risky)]
+
+
+@pytest.mark.parametrize("value,fast", [(None, True), ("1", True), ("0", False),
+                                        ("no", False), ("off", False)])
+def test_pinhole_fast_boot_env(monkeypatch: pytest.MonkeyPatch, value: str | None,
+                               fast: bool) -> None:
+    if value is None:
+        monkeypatch.delenv(vm.FAST_BOOT_ENV, raising=False)
+    else:
+        monkeypatch.setenv(vm.FAST_BOOT_ENV, value)
+    assert vm.fast_boot() is fast
+
+
+MOUNTS = """\
+/dev/root / 9p ro,relatime,access=any,msize=524288,trans=virtio 0 0
+tmpfs /tmp tmpfs rw,relatime 0 0
+run /root/.cache/pinhole/vm/run-x 9p rw,relatime,access=any,msize=524288,trans=virtio 0 0
+out /srv/out\\040dir 9p rw,relatime,access=any,trans=virtio 0 0
+loose /srv/loose 9p rw,relatime,loose,access=any,trans=virtio 0 0
+new /srv/cached 9p rw,relatime,cache=f,access=any,trans=virtio 0 0
+none /srv/none 9p rw,relatime,cache=none,access=any,trans=virtio 0 0
+"""
+
+
+@pytest.mark.parametrize("path,sync", [
+    ("/root/.cache/pinhole/vm/run-x/6.12", False),  # virtme-ng's --rwdir: no guest cache
+    ("/srv/out dir/6.1", False),                     # an escaped space in the mount point
+    ("/srv/none", False),
+    ("/srv/loose/k", True),                          # before 6.6 the mode shows bare
+    ("/srv/cached/k", True),                         # 6.6 on: cache=<hex flags>
+    ("/tmp/out", True),                              # not on the host at all
+])
+def test_progress_is_fsynced_only_where_a_write_may_stay_in_the_guest(
+        path: str, sync: bool) -> None:
+    needed, why = guest.progress_needs_sync(Path(path), MOUNTS)
+    assert needed is sync, why
+
+
+def test_the_longest_mount_point_wins() -> None:
+    assert guest.mount_of(Path("/root/.cache/pinhole/vm/run-x/a"), MOUNTS)[0] == "9p"
+    assert guest.mount_of(Path("/tmp/a"), MOUNTS)[0] == "tmpfs"
+    assert guest.mount_of(Path("/tmpfoo"), MOUNTS)[1][0] == "ro"  # / , not /tmp
