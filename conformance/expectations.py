@@ -45,6 +45,7 @@ import errno
 import functools
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -374,7 +375,7 @@ class Spec:
         self._kernels: dict[Version | None, int] = {None: everything}
         self._decisions: dict[tuple[int, str], Expectation | None] = {}
 
-    def _bits(self, pred) -> int:
+    def _bits(self, pred: Callable[[Entry], bool]) -> int:
         return sum(1 << i for i, e in enumerate(self.entries) if pred(e))
 
     @classmethod
