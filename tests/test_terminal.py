@@ -167,3 +167,14 @@ def test_teststatus_silences_pytest_letters_unless_verbose():
     assert teststatus(report("skipped", wasxfail="known"), 0) == ("xfailed", "", "")
     assert teststatus(report("passed", wasxfail="known"), 0) == ("xpassed", "", "")
     assert teststatus(report("passed"), 1) is None
+
+
+def test_without_a_plan_only_failures_are_told(failing):
+    lines: list[str] = []
+    t = Terminal(lines.append, 0, True, clock=Clock())
+    for c in failing["cases"][:-1]:
+        t.record(c)
+    assert lines and all(line.startswith(("FAIL ", "ERROR ", "(further")) for line in lines)
+    t.plan([{"id": "a.b", "pin": "a", "backing": "b"}])  # too late: no progress follows
+    t.record(failing["cases"][-1])
+    assert len(lines) <= LIVE_FAILURES + 1

@@ -66,6 +66,8 @@ class Terminal:
         self.drawn = 0.0
         self.tenths = 0  # the last tenth of the run reported on a log
         self.reported = 0  # cases run when the last progress line was printed
+        self.planned: set[str] = set()
+        self.unplanned = 0  # records of cases the plan did not name
 
     @property
     def to_run(self) -> int:
@@ -76,9 +78,14 @@ class Terminal:
         return len(self.done) - self.known
 
     def plan(self, cases: list[dict]) -> None:
+        """Every case the run means to record; a second plan (another xdist worker's
+        collection), or one after records came, changes nothing."""
+        if self.groups or self.done:
+            return
         for c in cases:
             g = group_of(c)
             self.groups[g] = self.groups.get(g, 0) + 1
+            self.planned.add(c["id"])
             if c.get("verdict"):  # a known skip: a full record before anything runs
                 self._count(c)
                 self.known += 1
@@ -109,6 +116,9 @@ class Terminal:
             return
         self._count(rec)
         g = group_of(rec)
+        if rec["id"] not in self.planned:
+            # Without a plan there is no progress to tell, only failures.
+            self.unplanned += 1
         if rec["verdict"] in findings.BAD and self.live < LIVE_FAILURES:
             self.live += 1
             self._emit(f"{rec['verdict'].upper()} {rec['id']}: {findings.head(rec.get('reason'))}"
@@ -116,13 +126,15 @@ class Terminal:
             if self.live == LIVE_FAILURES:
                 self._emit("(further failures are listed at the end)")
         done = sum(self.verdicts[g].values())
-        if done == self.groups.get(g):
+        if self.unplanned:
+            pass
+        elif done == self.groups.get(g):
             self._emit(self.group_line(g))
         elif (not self.isatty and self.to_run and self.ran * 10 // self.to_run > self.tenths
               and (self.ran - self.reported) * 20 >= self.to_run):
             # A tenth of the run passed with no group finishing for a twentieth of it.
             self._emit(self.progress_line())
-        if (self.isatty and not self.verbose and self.ran < self.to_run
+        if (self.isatty and not self.verbose and not self.unplanned and self.ran < self.to_run
                 and self.clock() - self.drawn >= REDRAW):
             self._status()
 
