@@ -16,7 +16,8 @@ Within a layer the general files come first, then the pin files (a file whose to
 ``pin = "io_uring"`` makes every entry in it about that pin; an entry there names no pin),
 then ``--spec`` files in the order given; files in name order; in a file, later entries win.
 The last matching entry with an outcome decides; a later one with ``known`` and no outcome
-adds a known limitation to that decision.
+adds a known limitation to that decision. Each layer checks what its entries say (LAYERS):
+an [[admission]] entry that is not ``refused`` is an error naming the layer it belongs in.
 
 An entry matches on any of pin, backing, mapping, access, state, mutation, check (a name or a
 list; absent means any) and an optional ``kernel`` range such as ``">=6.5"`` or
