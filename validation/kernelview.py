@@ -242,19 +242,25 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--source", default="debian-src:6.12")
     ap.add_argument("--kernel", action="append", default=[], help="e.g. debian:6.12")
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--cells", help="comma-separated cells instead of each kernel's own; "
+                    "the results are printed, not saved")
     args = ap.parse_args(argv)
     rows, raw = {}, {}
     runs = [(n, args.source, [] if n == "base" else sorted(MUTANTS.glob(f"{n}-*.patch")))
             for n in args.only.split(",") if n]
     runs += [(k, k, []) for k in args.kernel]
     for name, spec, patches in runs:
-        cells = expand(MUTANT_CELLS.get(name, STOCK))
+        cells = ([tuple(c.split(".")) for c in args.cells.split(",")] if args.cells
+                 else expand(MUTANT_CELLS.get(name, STOCK)))
         print(f"kernelview: {name} ({spec}{' + ' + patches[0].name if patches else ''}): "
               f"{len(cells)} cells", flush=True)
         doc = boot(spec, patches, cells, args.timeout)
         rows[name], raw[name] = summarize(doc, name), doc
         print(json.dumps(rows[name], indent=1)[:3000], flush=True)
-        save({name: rows[name]}, {name: doc})
+        if args.cells:
+            print(json.dumps(doc["records"], indent=1))
+        else:
+            save({name: rows[name]}, {name: doc})
     return 0
 
 

@@ -71,9 +71,17 @@ def program() -> Program:
     start = time.monotonic()
     prog = drgn.Program()
     prog.set_kernel()
-    path, _ = find_vmlinux(os.uname().release)
+    release = os.uname().release
+    path, _ = find_vmlinux(release)
+    # A -dbg package keeps the modules' debug files beside vmlinux (usr/lib/debug/boot/ and
+    # usr/lib/debug/lib/modules/<release>/): rdma's and udmabuf's types are there when they
+    # are modules.
+    modules = path.parent.parent / "lib" / "modules" / release
+    if modules.is_dir():
+        prog.debug_info_options.kernel_directories = (str(modules), "")
+        prog.debug_info_options.try_kmod = drgn.KmodSearchMethod.WALK
     try:
-        prog.load_debug_info([str(path)])
+        prog.load_debug_info([str(path)], default=modules.is_dir())
     except drgn.MissingDebugInfoError as e:
         # Loadable modules without debug info are fine as long as the kernel's own is there.
         if prog.main_module().debug_file_status != drgn.ModuleFileStatus.HAVE:

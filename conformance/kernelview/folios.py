@@ -32,6 +32,11 @@ GUP_PIN_COUNTING_BIAS = 1024
 # fs/dax.c: a DAX entry is a value entry holding pfn << DAX_SHIFT | flags.
 DAX_SHIFT = 4
 S_DAX = 1 << 13  # include/linux/fs.h
+# Names drgn decodes for a bit that means something else on a folio's head page
+# (include/linux/page-flags.h: PG_reported = PG_uptodate is for free pages, and
+# PG_has_hwpoisoned = PG_active and PG_large_rmappable = PG_workingset live in a large
+# folio's second page): left out of the detail.
+ALIASES = {"PG_reported", "PG_has_hwpoisoned", "PG_large_rmappable"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ def kernel_version() -> tuple[int, int]:
 
 def zero_pfns(prog: Program) -> set[int]:
     """The shared zeropage's pfn, and the huge zero folio's pfns once it exists."""
+    from drgn import cast
     from drgn.helpers.linux.mm import page_to_pfn
 
     pfns = {prog["zero_pfn"].value_()}
@@ -72,7 +78,7 @@ def zero_pfns(prog: Program) -> set[int]:
         except KeyError:
             continue
         if head:
-            first = page_to_pfn(prog.cast("struct page *", head)).value_()
+            first = page_to_pfn(cast("struct page *", head)).value_()
             pfns.update(range(first, first + 512))  # HPAGE_PMD_NR on x86-64
         break
     return pfns
@@ -142,8 +148,9 @@ def view(prog: Program, page: Object, mapping: Object, index: int, zero: set[int
         outcome = "orphan"
     else:
         outcome = "other-folio"
-    return PageView(pfn, page_to_pfn(head).value_(), order, decode_page_flags(head), refcount,
-                    pincount, pinned, owner, index, cache, outcome)
+    flags = "|".join(f for f in decode_page_flags(head).split("|") if f not in ALIASES)
+    return PageView(pfn, page_to_pfn(head).value_(), order, flags, refcount, pincount, pinned,
+                    owner, index, cache, outcome)
 
 
 def file_indices(offset: int, npages: int, hugetlb: bool, huge_shift: int) -> list[int]:

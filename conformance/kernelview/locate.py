@@ -92,7 +92,7 @@ def rdma(prog: Program, task: Object, pinned: object) -> tuple[list[Object], str
     """The MR's ib_umem scatterlist (drivers/infiniband/core/umem.c ib_umem_get()): the MR is
     the uobject its handle names in the uverbs file's idr, and on rxe an rxe_mr holding the
     umem (drivers/infiniband/sw/rxe/rxe_mr.c rxe_mr_init_user())."""
-    from drgn import cast, container_of
+    from drgn import Object, cast, container_of
     from drgn.helpers.linux.xarray import xa_load
 
     handle = pinned.mr.handle  # type: ignore[attr-defined]
@@ -111,9 +111,9 @@ def rdma(prog: Program, task: Object, pinned: object) -> tuple[list[Object], str
         for _ in range(sgt.orig_nents.value_()):
             link = sg.page_link.value_()
             if link & 1:  # SG_CHAIN: the entry points at the next array
-                sg = cast("struct scatterlist *", link & ~3)
+                sg = Object(prog, "struct scatterlist *", link & ~3)
                 link = sg.page_link.value_()
-            pages += _span(cast("struct page *", link & ~3), sg.offset.value_(),
+            pages += _span(Object(prog, "struct page *", link & ~3), sg.offset.value_(),
                            sg.length.value_())
             sg += 1
         # ib_umem_get() fills the table from the page of umem->address at offset 0.
