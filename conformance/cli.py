@@ -437,7 +437,8 @@ def parser() -> argparse.ArgumentParser:
                     "in precedence order, and which decides")
     sp.add_argument("--kernel", metavar="VERSION", help="kernel version for --explain "
                     "(default: running)")
-    sp.add_argument("--spec", action="append", default=[], metavar="FILE")
+    sp.add_argument("--spec", action="append", default=[], metavar="FILE",
+                    help="layer a spec file over the built-in one (repeatable)")
     return p
 
 
