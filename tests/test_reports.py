@@ -251,6 +251,15 @@ def test_write_all_and_summary(tmp_path, two):
     parse_ktap((tmp_path / "one" / "results.ktap").read_text())
     paths = write_all(tmp_path / "two", two)
     assert len(kcidb.load(paths[-1])["builds"]) == 2
+    # summary.md of two kernels against a baseline of the first: counts per kernel, and the
+    # second kernel has no baseline of its own.
+    write_all(tmp_path / "two", two, baseline=two[:1])
+    md = (tmp_path / "two" / "summary.md").read_text()
+    assert "- 10-io_uring.toml:4, 4 cases (6.1.0: 2, 6.18.0: 2): OSError: [Errno 5] EIO" in md
+    assert "  rule: expected coherent, saw lost-write: zeros <after> remount" in md
+    assert "## Against the baseline 6.1.0 x86_64 (2023-11-14 22:13:20 UTC), for 6.1.0" in md
+    assert md.count("## Against the baseline") == 1
+    assert "- 2 io_uring cases (6.1.0: 1, 6.18.0: 1): needs root: loop devices" in md
     text = summary(two)
     assert "pinhole: 6.1.0 x86_64: FAIL (exit 1)" in text
     assert "failed, by spec rule (1 rule):" in text

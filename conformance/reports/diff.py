@@ -67,14 +67,13 @@ def render(changes: list[Change], a: dict, b: dict) -> str:
 
 
 def pairs(baseline: list[dict], docs: list[dict]) -> list[tuple[dict, dict]]:
-    """Each run with its baseline: the baseline of the same kernel release, else the one at
-    the same place, else the only one (a kernel before a patch set has another release)."""
+    """Each run with its baseline: the baseline of the same kernel release; when no release
+    matches (a kernel before a patch set has another one), the one at the same place, or the
+    only one."""
     by_release = {b["kernel"].get("release"): b for b in baseline}
-    out = []
-    for i, doc in enumerate(docs):
-        same = by_release.get(doc["kernel"].get("release"))
-        if same is None and len(baseline) in (1, len(docs)):
-            same = baseline[0] if len(baseline) == 1 else baseline[i]
-        if same is not None:
-            out.append((same, doc))
-    return out
+    matched = [(by_release[r], d) for d in docs if (r := d["kernel"].get("release")) in by_release]
+    if matched:
+        return matched
+    if len(baseline) == len(docs):
+        return list(zip(baseline, docs, strict=True))
+    return [(baseline[0], d) for d in docs] if len(baseline) == 1 else []

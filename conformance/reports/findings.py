@@ -74,7 +74,11 @@ class Group:
 
     @property
     def text(self) -> str:
-        return first_sentence(rule_text(self.example))
+        """The rule's own words, from a case that quotes them (an error's reason does not)."""
+        quoting = min((c for _, c in self.cases),
+                      key=lambda c: (BECAUSE not in (c.get("reason") or ""),
+                                     c["verdict"] != "fail"))
+        return first_sentence(rule_text(quoting))
 
     @property
     def label(self) -> str:

@@ -27,11 +27,11 @@ def kernel_lines(docs: list[dict]) -> list[str]:
 
 
 def per_kernel(group: findings.Group, docs: list[dict]) -> str:
-    """', on 6.1.0: 12, 6.12.0: 0' when several kernels ran."""
+    """' (6.1.0: 12, 6.12.0: 0)' when several kernels ran."""
     if len(docs) == 1:
         return ""
-    return "; " + ", ".join(f"{doc['kernel'].get('release', '?')}: {count(n)}"
-                            for doc, n in zip(docs, group.per_kernel(len(docs)), strict=True))
+    return " (" + ", ".join(f"{doc['kernel'].get('release', '?')}: {count(n)}"
+                            for doc, n in zip(docs, group.per_kernel(len(docs)), strict=True)) + ")"
 
 
 def example(group: findings.Group, docs: list[dict]) -> str:
@@ -42,9 +42,10 @@ def example(group: findings.Group, docs: list[dict]) -> str:
 
 def rule_item(group: findings.Group, docs: list[dict]) -> list[str]:
     """A rule, its count, what was seen against it, one example and what the rule says."""
-    title = f"{group.label}, {plural(len(group.cases), 'case')}: {group.what}"
+    title = (f"{group.label}, {plural(len(group.cases), 'case')}{per_kernel(group, docs)}: "
+             f"{group.what}")
     rule = wrap(f"rule: {group.text}", WIDTH, "  ", "    ", most=2) if group.rule else []
-    return [*wrap(title + per_kernel(group, docs), WIDTH, "- ", "  ", most=2),
+    return [*wrap(title, WIDTH, "- ", "  ", most=2),
             *wrap(example(group, docs), WIDTH, "  ", "    "), *rule]
 
 
@@ -74,8 +75,8 @@ def skips(docs: list[dict]) -> Section:
     groups = findings.skips(docs)
     n = sum(len(g.cases) for g in groups)
     title = f"## Skipped: {count(n)} cases" if groups else ""
-    items = [wrap(f"{plural(len(g.cases), g.scope() + ' case' if g.scope() else 'case')}: {g.key}",
-                  WIDTH, "- ", "  ", most=3) for g in groups]
+    items = [wrap(f"{plural(len(g.cases), g.scope() + ' case' if g.scope() else 'case')}"
+                  f"{per_kernel(g, docs)}: {g.key}", WIDTH, "- ", "  ", most=3) for g in groups]
     return Section(title, items, lambda k: f"- ... and {k} more reasons: see results.ktap")
 
 
