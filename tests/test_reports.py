@@ -295,6 +295,7 @@ def test_a_killed_run_is_incomplete_in_every_report(tmp_path):
     assert "# INCOMPLETE: the run died" in written["results.ktap"]
     assert re.search(rf"^not ok \d+ {re.escape(running)} # ERROR ", written["results.ktap"], re.M)
     assert "**INCOMPLETE: the run died" in written["matrix.md"]
+    assert written["summary.md"].splitlines()[1].startswith("INCOMPLETE: the run died")
     assert "INCOMPLETE: the run died" in written["matrix.html"]
     build = kcidb.load(out / "kcidb.json.gz")["builds"][0]
     assert build["comment"].startswith("INCOMPLETE") and build["misc"]["incomplete"]

@@ -1,4 +1,4 @@
-"""kcidb.json: a run as a KCIDB v5 submission (kcidb-io's schema), one checkout and build per
+"""kcidb.json.gz: a run as a KCIDB v5 submission (kcidb-io's schema), one checkout and build per
 kernel and one test per case, its path the case id."""
 
 from __future__ import annotations
