@@ -102,8 +102,9 @@ def test_a_log_gets_a_line_per_group_not_a_letter_per_case(failing):
     assert max(map(len, lines)) <= 200
 
 
-def test_a_terminal_redraws_one_status_line(failing):
-    lines, t = run(failing, isatty=True)
+@pytest.mark.parametrize("verbose", [0, -1], ids=["plain", "quiet"])
+def test_a_terminal_redraws_one_status_line(failing, verbose):
+    lines, t = run(failing, verbose, isatty=True)
     status = [line for line in lines if " | " in line]
     # Whatever follows a status line is drawn over it.
     after = zip(lines, lines[1:], strict=False)

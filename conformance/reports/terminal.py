@@ -134,7 +134,7 @@ class Terminal:
               and (self.ran - self.reported) * 20 >= self.to_run):
             # A tenth of the run passed with no group finishing for a twentieth of it.
             self._emit(self.progress_line())
-        if (self.isatty and not self.verbose and not self.unplanned and self.ran < self.to_run
+        if (self.isatty and self.verbose <= 0 and not self.unplanned and self.ran < self.to_run
                 and self.clock() - self.drawn >= REDRAW):
             self._status()
 
