@@ -8,10 +8,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .. import results
 from . import about, findings
 from .findings import Section, count, plural, wrap
+
+if TYPE_CHECKING:  # only for the hint: the reports need no pytest
+    import pytest
 
 SUMMARY_LINES = 30
 WIDTH = 100
@@ -34,7 +38,7 @@ def name(group: Group) -> str:
     return " ".join(part for part in group if part)
 
 
-def teststatus(report, verbose: int) -> tuple[str, str, str] | None:
+def teststatus(report: pytest.TestReport, verbose: int) -> tuple[str, str, str] | None:
     """For pytest_report_teststatus: no per-case letter or word unless -v (None: pytest's own).
     The category stays pytest's, so its closing counts still add up."""
     if verbose > 0:
@@ -116,25 +120,22 @@ class Terminal:
             return
         self._count(rec)
         g = group_of(rec)
-        if rec["id"] not in self.planned:
-            # Without a plan there is no progress to tell, only failures.
-            self.unplanned += 1
+        self.unplanned += rec["id"] not in self.planned
         if rec["verdict"] in findings.BAD and self.live < LIVE_FAILURES:
             self.live += 1
             self._emit(f"{rec['verdict'].upper()} {rec['id']}: {findings.head(rec.get('reason'))}"
                        [:WIDTH * 2])
             if self.live == LIVE_FAILURES:
                 self._emit("(further failures are listed at the end)")
-        done = sum(self.verdicts[g].values())
         if self.unplanned:
-            pass
-        elif done == self.groups.get(g):
+            return  # without a plan there is no progress to tell, only failures
+        if sum(self.verdicts[g].values()) == self.groups.get(g):
             self._emit(self.group_line(g))
         elif (not self.isatty and self.to_run and self.ran * 10 // self.to_run > self.tenths
               and (self.ran - self.reported) * 20 >= self.to_run):
             # A tenth of the run passed with no group finishing for a twentieth of it.
             self._emit(self.progress_line())
-        if (self.isatty and self.verbose <= 0 and not self.unplanned and self.ran < self.to_run
+        if (self.isatty and self.verbose <= 0 and self.ran < self.to_run
                 and self.clock() - self.drawn >= REDRAW):
             self._status()
 
@@ -154,6 +155,7 @@ class Terminal:
 
     def group_line(self, g: Group) -> str:
         v = self.verdicts[g]
+        # In results.json's order of verdicts (its totals' keys).
         seen = ", ".join(f"{count(v[k])} {k}" for k in results.totals([]) if v[k])
         took = findings.duration(self.clock() - self.first[g])
         return f"{self.progress_line()}: {name(g)} done, {seen} ({took})"[:WIDTH * 2]
@@ -181,7 +183,7 @@ class Terminal:
 def skip_item(g: findings.Group) -> list[str]:
     scope = g.scope()
     return wrap(f"{plural(len(g.cases), scope + ' case' if scope else 'case')} skipped: {g.key}",
-                WIDTH, "  ", "      ")[:2]
+                WIDTH, "  ", "      ", most=2)
 
 
 def failure_items(groups: list[findings.Group], docs: list[dict], budget: int) -> list[list[str]]:
