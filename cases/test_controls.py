@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from conformance import abi, checks
-from conformance.dimensions import Case
-from conformance.mutations import Baseline, Effect
+from conformance.model import Baseline, Case, Effect, Trial
 from conformance.pagemap import NEEDS_ROOT
 from conformance.subject import Subject
 from conformance.syscalls import PAGE_SIZE, madvise, mmap, munmap, read_mem
@@ -73,7 +72,7 @@ def test_coherence_detector_reports_a_disconnected_pin(pinhole_worker, control):
         subject.prepare("hole")
         pinned = worker.mechanism("io_uring").pin(subject, "rw")
         try:
-            trial = checks.Trial(told, subject, pinned, worker)
+            trial = Trial(told, subject, pinned, worker)
             base = Baseline(subject.file_view(), b"", pinned.read())
             seen = checks.CHECKS[check](trial, base, Effect(base.file))
         finally:

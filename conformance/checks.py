@@ -4,45 +4,13 @@ it saw, as an Observation whose outcome the spec then judges."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from .dimensions import Case
 from .errors import Skip
-from .mutations import Baseline, Effect
+from .model import Baseline, Effect, Observation, Trial
+from .mutations import MUTATIONS
 from .pagemap import NEEDS_ROOT
 from .patterns import describe, fill
-from .pins.base import Pinned
-from .subject import Subject
 from .syscalls import PAGE_SIZE, read_mem
-
-
-@dataclass(frozen=True)
-class Observation:
-    outcome: str
-    detail: str = ""
-    errno: str | None = None
-
-
-@dataclass
-class Trial:
-    case: Case
-    subject: Subject
-    pinned: Pinned
-    worker: object  # conformance.worker.Worker: file names, pagemap
-    cleanup: list[Callable[[], None]] = field(default_factory=list)
-
-    @property
-    def private_copy(self) -> bool:
-        """The pin was taken through a MAP_PRIVATE mapping, so it may hold a private copy (a
-        file pinner such as udmabuf pins the file's folios whatever maps them)."""
-        return self.case.mapping == "private" and self.pinned.through_mapping
-
-    @property
-    def holds_private_copy(self) -> bool:
-        """A long-term pin through a MAP_PRIVATE mapping holds the exclusive copy the mapping
-        keeps mapping, so later stores through the mapping reach the pin."""
-        return self.private_copy and self.pinned.longterm
-
 
 Check = Callable[[Trial, Baseline, Effect], Observation]
 
@@ -121,12 +89,28 @@ def file_to_pin(t: Trial, base: Baseline, effect: Effect) -> Observation:
     if must_hold is not None and held != must_hold:
         return Observation("disconnected", f"after {t.case.mutation} the pin holds "
                            f"{describe(held)}, not {describe(must_hold)}")
-    new = fill("file", t.subject.length)
+    new = written_by_file_to_pin(t)
     t.subject.write_file(new)
     now = t.subject.file_view()
     if now != new:
         return Observation("lost-write", f"read() after write() returns {describe(now)}")
     return _pin_view(t.pinned.read(), new, held, may_detach, "what write() put in the file")
+
+
+def written_by_file_to_pin(t: Trial) -> bytes:
+    return fill("file", t.subject.length)
+
+
+def after_file_to_pin(t: Trial, seen: Observation, effect: Effect) -> Effect | None:
+    """The effect pin-to-file can go on from in the same trial after file-to-pin, or None
+    where it needs a trial of its own. Only a pin that followed the write (or was rightly
+    detached from it) leaves a known state; an operation that took the page out of the file
+    would be undone by the write (a truncated file grows back); one that cleaned the page
+    would be undone too, and a clean page is what shows a pin's write lost on unpin."""
+    cleans = "cleans" in MUTATIONS[t.case.mutation].traits
+    if seen.outcome not in ("coherent", "detached") or effect.detaches or cleans:
+        return None
+    return Effect(written_by_file_to_pin(t))
 
 
 def pin_to_file(t: Trial, base: Baseline, effect: Effect) -> Observation:
@@ -169,9 +153,15 @@ def pin_to_file(t: Trial, base: Baseline, effect: Effect) -> Observation:
     return Observation("coherent", f"read(), the mapping and the file after {how} hold it")
 
 
+# The checks in the order one trial runs them: the pin checks look at the pin before
+# anything changes the file (their cells have mutation "none"); file-to-pin leaves the pin
+# and file in a known state that pin-to-file goes on from.
 CHECKS: dict[str, Check] = {
     "admission": admission,
     "zeropage": zeropage,
     "file-to-pin": file_to_pin,
     "pin-to-file": pin_to_file,
 }
+PIN_CHECKS = ("admission", "zeropage")
+# Checks a run makes only when asked (they need what most kernels lack, or cost time).
+OPT_IN: tuple[str, ...] = ()

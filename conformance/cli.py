@@ -17,9 +17,8 @@ from pathlib import Path
 
 from . import lifetime, reports, results
 from . import probe as probe_mod
-from .dimensions import VOCABULARY, Case, UnknownName, cases_for, universe, unknown
+from .dimensions import VOCABULARY, UnknownName, cells, names, parse_case, universe
 from .expectations import LAYER_NAMES, LAYERS, Entry, Spec, SpecError, Step, traits
-from .pins import MECHANISMS
 from .running_kernel import parse_version, running
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,20 +29,14 @@ class UsageError(Exception):
     """Bad input: printed as one line, exit code 2."""
 
 
-def names(values: list[str], dimension: str) -> list[str]:
-    flat = [n for v in values for n in v.split(",") if n]
-    try:
-        unknown(dimension, flat)
-    except UnknownName as e:
-        raise UsageError(str(e)) from None
-    return flat
-
-
 def dimension_args(args: argparse.Namespace) -> list[str]:
     """--pin, --backing, ... checked against the vocabulary, as pytest options."""
     shard = [f"--shard={args.shard}"] if args.shard else []
-    return shard + [f"--{d}={','.join(names(getattr(args, d), d))}" for d in VOCABULARY
-                    if getattr(args, d)]
+    try:
+        return shard + [f"--{d}={','.join(names(d, getattr(args, d)))}" for d in VOCABULARY
+                        if getattr(args, d)]
+    except UnknownName as e:
+        raise UsageError(str(e)) from None
 
 
 def add_dimensions(p: argparse.ArgumentParser) -> None:
@@ -300,7 +293,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     for dimension, values in VOCABULARY.items():
         print(f"{dimension:10} {' '.join(values)}")
-    cases = [c for pin in MECHANISMS for c in cases_for(pin)]
+    cases = [case for cell in cells() for case in cell.cases]
     per_pin = Counter(c.pin for c in cases)
     print(f"{'cases':10} {len(cases)} ({', '.join(f'{p} {n}' for p, n in per_pin.items())})")
     if args.ids:
@@ -351,7 +344,7 @@ def cmd_spec(args: argparse.Namespace) -> int:
     if not args.explain:
         return spec_overview(spec)
     try:
-        case = Case.from_id(args.explain)
+        case = parse_case(args.explain)
         version = parse_version(args.kernel or running().release)
     except ValueError as e:
         raise UsageError(str(e)) from None

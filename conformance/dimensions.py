@@ -1,76 +1,37 @@
-"""The matrix: its vocabulary, and the cases it crosses.
-
-A case id joins pin.backing.mapping.access.state.mutation.check, e.g.
-``io_uring.ext4.shared.rw.hole.none.file-to-pin``: selectable with ``-k`` and a valid
-KernelCI test path.
-"""
+"""The matrix's dimensions, read from the registries (pins, backings, start states,
+mutations, checks), and the cells and cases they cross. Names given by a user or a spec file
+are checked here and nowhere else."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable
 
-PINS = ("io_uring", "udmabuf", "rdma", "gup_test", "vmsplice", "odirect")
-BACKINGS = ("memfd", "memfd-hugetlb", "tmpfs", "hugetlbfs", "ext4", "xfs", "btrfs",
-            "ext4-dax", "xfs-dax")
+from .backings import BACKINGS
+from .checks import CHECKS, OPT_IN, PIN_CHECKS
+from .model import Case, Cell
+from .mutations import MUTATIONS
+from .pins import MECHANISMS
+from .subject import STATES
+
 MAPPINGS = ("shared", "private")
 ACCESS = ("ro", "rw")
-STATES = ("hole", "faulted-hole", "stored", "written", "unwritten", "punched")
-MUTATIONS = ("none", "pwrite", "store", "pin-write", "truncate-down", "truncate-down-up",
-             "punch-hole", "madv-remove", "zero-range", "collapse-range", "insert-range",
-             "fallocate", "madv-dontneed", "madv-pageout", "madv-cold", "fadvise-dontneed",
-             "drop-caches", "cgroup-reclaim", "odirect-write", "odirect-read", "fsync-msync",
-             "copy-file-range", "reflink", "fork-write", "munmap-mmap")
-CHECKS = ("admission", "zeropage", "file-to-pin", "pin-to-file")
-# Checks that look at the pin itself, before anything changes the file.
-PIN_CHECKS = ("admission", "zeropage")
-
-
-def writes_through_pin(check: str, mutation: str) -> bool:
-    """Only a pin with access 'rw' can be written through."""
-    return check == "pin-to-file" or mutation == "pin-write"
 
 VOCABULARY: dict[str, tuple[str, ...]] = {
-    "pin": PINS, "backing": BACKINGS, "mapping": MAPPINGS, "access": ACCESS,
-    "state": STATES, "mutation": MUTATIONS, "check": CHECKS,
+    "pin": tuple(MECHANISMS), "backing": tuple(BACKINGS), "mapping": MAPPINGS,
+    "access": ACCESS, "state": STATES, "mutation": tuple(MUTATIONS), "check": tuple(CHECKS),
 }
 
 KCIDB_PATH = re.compile(r"^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$")
 
-
-@dataclass(frozen=True, order=True)
-class Case:
-    pin: str
-    backing: str
-    mapping: str
-    access: str
-    state: str
-    mutation: str
-    check: str
-
-    @property
-    def id(self) -> str:
-        return ".".join(asdict(self).values())
-
-    def __str__(self) -> str:
-        return self.id
-
-    @classmethod
-    def from_id(cls, case_id: str) -> Case:
-        parts = case_id.split(".")
-        names = [f.name for f in fields(cls)]
-        if len(parts) != len(names):
-            raise ValueError(f"a case id has {len(names)} parts ({'.'.join(names)}): {case_id}")
-        for name, value in zip(names, parts, strict=True):
-            unknown(name, [value])
-        return cls(*parts)
+Selection = dict[str, set[str]]
 
 
 class UnknownName(ValueError):
     """A name outside the vocabulary; the message lists the valid ones."""
 
 
-def unknown(dimension: str, names: list[str]) -> None:
+def unknown(dimension: str, names: Iterable[str]) -> None:
     valid = VOCABULARY[dimension]
     bad = [n for n in names if n not in valid]
     if bad:
@@ -78,42 +39,62 @@ def unknown(dimension: str, names: list[str]) -> None:
                           f"valid: {', '.join(valid)}")
 
 
-def cross(pins: dict[str, tuple[str, ...]], backings: list[str],
-          states: tuple[str, ...], mutations: tuple[str, ...] = MUTATIONS,
-          read_only: frozenset[str] = frozenset()) -> list[Case]:
-    """Every case of the given pins (name → access modes) over the given backings.
+def names(dimension: str, values: Iterable[str]) -> list[str]:
+    """Repeated or comma-separated option values as checked names."""
+    flat = [n for v in values for n in v.split(",") if n]
+    unknown(dimension, flat)
+    return flat
 
-    Pin checks run once per start state with no mutation; coherence checks run after every
-    mutation; a read-only pin, or a pin in `read_only`, has no writes through it.
-    """
+
+def parse_case(case_id: str) -> Case:
+    """The case an id names, every part checked against the vocabulary."""
+    case = Case.from_id(case_id)
+    for dimension in VOCABULARY:
+        unknown(dimension, [getattr(case, dimension)])
+    return case
+
+
+def writes_through_pin(check: str, mutation: str) -> bool:
+    """Only a pin with access 'rw' can be written through."""
+    return check == "pin-to-file" or mutation == "pin-write"
+
+
+def _checks(mutation: str, no_writes: bool, checks: tuple[str, ...]) -> list[str]:
+    """A cell's checks: the pin checks only before any change; no writes through a pin that
+    cannot take them."""
+    return [c for c in checks
+            if (c not in PIN_CHECKS or mutation == "none")
+            and not (no_writes and writes_through_pin(c, mutation))]
+
+
+def cells(selection: Selection | None = None, extra_checks: Iterable[str] = (),
+          every_access: bool = False) -> list[Cell]:
+    """Every cell of the registered pins over the registered backings, narrowed by a
+    selection (dimension → names; an absent or empty set means all). Opt-in checks
+    (kernel-view) join only when named in extra_checks; every_access crosses each pin with
+    both access modes and writes, as the spec's universe does."""
+    want = {d: (selection or {}).get(d) or set(v) for d, v in VOCABULARY.items()}
+    checks = tuple(c for c in CHECKS if c in want["check"]
+                   and (c not in OPT_IN or c in extra_checks or every_access))
     out = []
-    for pin, accesses in pins.items():
-        for backing in backings:
-            for mapping in MAPPINGS:
-                for access in accesses:
-                    for state in states:
-                        for mutation in mutations:
-                            for check in CHECKS:
-                                if check in PIN_CHECKS and mutation != "none":
-                                    continue
-                                no_writes = access == "ro" or pin in read_only
-                                if no_writes and writes_through_pin(check, mutation):
-                                    continue
-                                out.append(Case(pin, backing, mapping, access, state,
-                                                mutation, check))
+    for pin, mech in MECHANISMS.items():
+        if pin not in want["pin"]:
+            continue
+        accesses = ACCESS if every_access else mech.access
+        for backing in (b for b in BACKINGS if b in want["backing"]):
+            for mapping in (m for m in MAPPINGS if m in want["mapping"]):
+                for access in (a for a in accesses if a in want["access"]):
+                    no_writes = access == "ro" or not (mech.writable or every_access)
+                    for state in (s for s in STATES if s in want["state"]):
+                        for mutation in (m for m in MUTATIONS if m in want["mutation"]):
+                            found = _checks(mutation, no_writes, checks)
+                            if found:
+                                out.append(Cell(tuple(
+                                    Case(pin, backing, mapping, access, state, mutation, c)
+                                    for c in found)))
     return out
-
-
-def cases_for(pin: str) -> list[Case]:
-    """The cases of one registered pin mechanism over every registered backing."""
-    from .backings import BACKINGS
-    from .pins import MECHANISMS
-
-    mech = MECHANISMS[pin]
-    return cross({pin: mech.access}, list(BACKINGS), STATES,
-                 read_only=frozenset() if mech.writable else frozenset({pin}))
 
 
 def universe() -> list[Case]:
     """Every case the vocabulary allows, on any kernel: what spec entries are checked against."""
-    return cross({p: ACCESS for p in PINS}, list(BACKINGS), STATES)
+    return [case for cell in cells(every_access=True) for case in cell.cases]

@@ -17,48 +17,33 @@ from pathlib import Path
 
 from . import abi
 from .errors import Skip
+from .model import Baseline, Effect, Trial
 from .patterns import fill
+from .subject import Subject
 from .syscalls import AlignedBuffer, fallocate, ffi, ioctl, madvise, msync, write_mem
 
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 
 
-@dataclass(frozen=True)
-class Baseline:
-    """The pinned range just before the mutation."""
-
-    file: bytes  # read() of the pinned range
-    next: bytes  # read() of the page after it (what COLLAPSE_RANGE moves in)
-    pin: bytes  # what the pin holds
-
-
-@dataclass(frozen=True)
-class Effect:
-    file: bytes  # what read() of the pinned range must return now (b"" past EOF)
-    detaches: bool = False  # the operation removes the pinned page from the file or mapping
-    pin: bytes | None = None  # what the pin must hold, where the operation wrote into it
-    direct: bytes | None = None  # an O_DIRECT read taken after the operation
-
-
-def _data(t) -> bytes:
+def _data(t: Trial) -> bytes:
     return fill("mutation", t.subject.length)
 
 
-def _shared(t) -> bool:
+def _shared(t: Trial) -> bool:
     return t.case.mapping == "shared"
 
 
-def none(t, base: Baseline) -> Effect:
+def none(t: Trial, base: Baseline) -> Effect:
     return Effect(base.file)
 
 
-def pwrite(t, base: Baseline) -> Effect:
+def pwrite(t: Trial, base: Baseline) -> Effect:
     data = _data(t)
     os.pwrite(t.subject.fd, data, t.subject.offset)  # hugetlbfs has no write(): EINVAL
     return Effect(data)
 
 
-def store(t, base: Baseline) -> Effect:
+def store(t: Trial, base: Baseline) -> Effect:
     """A CPU store through the mapping under test. In MAP_PRIVATE it lands in whatever the
     mapping maps: the pinned exclusive copy for a long-term pin (a write pin broke COW, a
     R/O one was unshared: mm/gup.c gup_must_unshare()), a new COW copy for a mere reference."""
@@ -69,7 +54,7 @@ def store(t, base: Baseline) -> Effect:
     return Effect(base.file, pin=data if t.holds_private_copy else None)
 
 
-def pin_write(t, base: Baseline) -> Effect:
+def pin_write(t: Trial, base: Baseline) -> Effect:
     """Through a MAP_PRIVATE mapping's pin the data lands in the private copy; a file
     pinner's lands in the file."""
     data = _data(t)
@@ -77,59 +62,59 @@ def pin_write(t, base: Baseline) -> Effect:
     return Effect(base.file if t.private_copy else data, pin=data)
 
 
-def truncate_down(t, base: Baseline) -> Effect:
+def truncate_down(t: Trial, base: Baseline) -> Effect:
     os.ftruncate(t.subject.fd, t.subject.offset)
     return Effect(b"", detaches=True)
 
 
-def truncate_down_up(t, base: Baseline) -> Effect:
+def truncate_down_up(t: Trial, base: Baseline) -> Effect:
     os.ftruncate(t.subject.fd, t.subject.offset)
     os.ftruncate(t.subject.fd, t.subject.size)
     return Effect(bytes(t.subject.length), detaches=True)
 
 
 def _fallocate(mode: int) -> Callable:
-    def apply(t, base: Baseline) -> Effect:
+    def apply(t: Trial, base: Baseline) -> Effect:
         fallocate(t.subject.fd, mode, t.subject.offset, t.subject.length)
         return Effect(bytes(t.subject.length), detaches=True)
     return apply
 
 
-def madv_remove(t, base: Baseline) -> Effect:
+def madv_remove(t: Trial, base: Baseline) -> Effect:
     madvise(t.subject.addr, t.subject.length, abi.MADV_REMOVE)  # MAP_PRIVATE: refused
     return Effect(bytes(t.subject.length), detaches=True)
 
 
-def collapse_range(t, base: Baseline) -> Effect:
+def collapse_range(t: Trial, base: Baseline) -> Effect:
     fallocate(t.subject.fd, abi.FALLOC_FL_COLLAPSE_RANGE, t.subject.offset, t.subject.length)
     return Effect(base.next, detaches=True)
 
 
-def fallocate_range(t, base: Baseline) -> Effect:
+def fallocate_range(t: Trial, base: Baseline) -> Effect:
     fallocate(t.subject.fd, 0, t.subject.offset, t.subject.length)
     return Effect(base.file)
 
 
 def _madvise(advice: int) -> Callable:
-    def apply(t, base: Baseline) -> Effect:
+    def apply(t: Trial, base: Baseline) -> Effect:
         madvise(t.subject.addr, t.subject.length, advice)
         return Effect(base.file)
     return apply
 
 
-def madv_dontneed(t, base: Baseline) -> Effect:
+def madv_dontneed(t: Trial, base: Baseline) -> Effect:
     """Zaps the mapping: MAP_SHARED refaults the same page-cache folio, MAP_PRIVATE loses the
     pinned copy and refaults the file's page."""
     madvise(t.subject.addr, t.subject.length, abi.MADV_DONTNEED)
     return Effect(base.file, detaches=not _shared(t))
 
 
-def fadvise_dontneed(t, base: Baseline) -> Effect:
+def fadvise_dontneed(t: Trial, base: Baseline) -> Effect:
     os.posix_fadvise(t.subject.fd, t.subject.offset, t.subject.length, os.POSIX_FADV_DONTNEED)
     return Effect(base.file)
 
 
-def drop_caches(t, base: Baseline) -> Effect:
+def drop_caches(t: Trial, base: Baseline) -> Effect:
     if os.geteuid() != 0:
         raise Skip("needs root: writing /proc/sys/vm/drop_caches (run as root)")
     DROP_CACHES.write_text("1")  # page cache only: the pinned folio must survive it
@@ -151,7 +136,7 @@ def own_cgroup_reclaim() -> Path | None:
     return None
 
 
-def cgroup_reclaim(t, base: Baseline) -> Effect:
+def cgroup_reclaim(t: Trial, base: Baseline) -> Effect:
     """Proactive reclaim of the run's own cgroup (nothing created, nothing moved): pinned
     folios must survive it like any reclaim."""
     knob = own_cgroup_reclaim()
@@ -166,11 +151,11 @@ def cgroup_reclaim(t, base: Baseline) -> Effect:
     return Effect(base.file)
 
 
-def _direct_fd(t) -> int:
+def _direct_fd(t: Trial) -> int:
     return os.open(t.subject.path(), os.O_RDWR | os.O_DIRECT | os.O_CLOEXEC)
 
 
-def odirect_write(t, base: Baseline) -> Effect:
+def odirect_write(t: Trial, base: Baseline) -> Effect:
     """Whether this takes the range's page out of the file is the backing's to say
     (Backing.direct_write_detaches(): page-cache invalidation, or fsdax's zeropage replaced)."""
     data = _data(t)
@@ -184,7 +169,7 @@ def odirect_write(t, base: Baseline) -> Effect:
     return Effect(data, detaches=t.subject.backing.direct_write_detaches(t.case.state))
 
 
-def odirect_read(t, base: Baseline) -> Effect:
+def odirect_read(t: Trial, base: Baseline) -> Effect:
     fd = _direct_fd(t)
     try:
         with AlignedBuffer(t.subject.length) as buf:
@@ -195,16 +180,14 @@ def odirect_read(t, base: Baseline) -> Effect:
     return Effect(base.file, direct=direct)
 
 
-def fsync_msync(t, base: Baseline) -> Effect:
+def fsync_msync(t: Trial, base: Baseline) -> Effect:
     msync(t.subject.addr, t.subject.length, abi.MS_SYNC)
     os.fsync(t.subject.fd)
     return Effect(base.file)
 
 
-def _source(t, data: bytes) -> int:
+def _source(t: Trial, data: bytes) -> int:
     """A second file on the same backing holding `data` at the pinned offset."""
-    from .subject import Subject
-
     src = Subject(t.subject.backing, t.worker.file_name(), "shared")
     t.cleanup.append(src.close)
     os.ftruncate(src.fd, t.subject.size)
@@ -212,7 +195,7 @@ def _source(t, data: bytes) -> int:
     return src.fd
 
 
-def copy_file_range(t, base: Baseline) -> Effect:
+def copy_file_range(t: Trial, base: Baseline) -> Effect:
     """Within one xfs or btrfs this is a reflink: the range's old folios leave the cache.
     Elsewhere it copies into the file's own pages (fs/read_write.c vfs_copy_file_range())."""
     data = _data(t)
@@ -221,7 +204,7 @@ def copy_file_range(t, base: Baseline) -> Effect:
     return Effect(data, detaches=t.subject.backing.reflinks)
 
 
-def reflink(t, base: Baseline) -> Effect:
+def reflink(t: Trial, base: Baseline) -> Effect:
     """FICLONERANGE shares the source's extents: the range's old pages leave the file."""
     data = _data(t)
     src = _source(t, data)
@@ -232,7 +215,7 @@ def reflink(t, base: Baseline) -> Effect:
     return Effect(data, detaches=True)
 
 
-def fork_write(t, base: Baseline) -> Effect:
+def fork_write(t: Trial, base: Baseline) -> Effect:
     """A child stores through its copy of the mapping; fork copies pinned anonymous pages
     for the child (mm/memory.c copy_present_page()), so MAP_PRIVATE children never touch
     the parent's pinned page."""
@@ -249,7 +232,7 @@ def fork_write(t, base: Baseline) -> Effect:
     return Effect(data, pin=data) if _shared(t) else Effect(base.file, pin=base.pin)
 
 
-def munmap_mmap(t, base: Baseline) -> Effect:
+def munmap_mmap(t: Trial, base: Baseline) -> Effect:
     """The pin outlives its mapping; a new MAP_PRIVATE mapping maps the file, not the copy."""
     t.subject.unmap()
     t.subject.map()
@@ -263,7 +246,8 @@ class Mutation:
     family: str  # how reports group mutations
     # Static facts the spec matches on: "detaches" (always takes the page out of the file;
     # Effect.detaches adds the mapping- and backing-dependent cases), "fallocates" (a mode of
-    # fallocate()), "reclaim" (asks the kernel to drop the page), "writes" (new data).
+    # fallocate()), "reclaim" (asks the kernel to drop the page), "writes" (new data), "cleans"
+    # (writes the dirty page back).
     traits: frozenset[str] = frozenset()
 
 
@@ -296,7 +280,7 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in (
     _m("cgroup-reclaim", cgroup_reclaim, "reclaim", "reclaim"),
     _m("odirect-write", odirect_write, "io", "writes"),
     _m("odirect-read", odirect_read, "io"),
-    _m("fsync-msync", fsync_msync, "io"),
+    _m("fsync-msync", fsync_msync, "io", "cleans"),
     _m("copy-file-range", copy_file_range, "io", "writes"),
     _m("reflink", reflink, "io", "writes", "detaches"),
     _m("fork-write", fork_write, "process", "writes"),

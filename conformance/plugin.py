@@ -1,31 +1,36 @@
-"""The pytest side of pinhole: options, the per-worker fixture, verdicts as pytest outcomes,
-and results.json written by the controller (the xdist master, or the only process)."""
+"""The pytest side of pinhole: options, the plan of a run (its cells, and the cases known to
+skip before any runs), one pytest item per cell, verdicts as pytest outcomes, and results.json
+written by the controller (the xdist master, or the only process)."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _pytest.mark.expression import Expression
 
 from . import guest, hugepages, lifetime, probe, results
-from .backings import BACKINGS
+from .availability import missing
 from .backings.blockfs import scratch_problem
-from .dimensions import VOCABULARY, Case, UnknownName, cases_for, universe, unknown
+from .checks import OPT_IN
+from .dimensions import VOCABULARY, UnknownName, cells, names, parse_case, universe
 from .expectations import Spec, SpecError
-from .pins import MECHANISMS
-from .runner import run_case
+from .model import Case, Cell, Result
+from .runner import run_cell
 from .running_kernel import running
-from .verdict import Result
 from .worker import Worker
 
 SPEC = pytest.StashKey[Spec]()
-MISSING = pytest.StashKey["Missing"]()
+PLAN = pytest.StashKey["Plan"]()
 RECORD = "pinhole"
 # Hugepages per worker: a three-page file, a private copy, a copy source, and one spare.
 HUGEPAGES_PER_WORKER = 6
+# Names every case item's keywords hold besides its id: pytest's -k matches them too.
+ITEM_NAMES = ("cases", "test_matrix.py", "test_cell")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,17 +38,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for dimension in VOCABULARY:
         g.addoption(f"--{dimension}", action="append", default=[], metavar="NAME",
                     help=f"run only these {dimension} values (repeat or comma-separate)")
+    g.addoption("--kernel-view", action="store_true",
+                help=f"add the opt-in checks ({', '.join(OPT_IN) or 'none'}) to every cell")
     g.addoption("--spec", action="append", default=[], metavar="FILE",
                 help="layer a spec file over the built-in expectations")
     g.addoption("--pinhole-out", metavar="DIR", help="write results.json into DIR")
-    g.addoption("--shard", metavar="K/N", help="run the K-th of N equal slices of the cases "
+    g.addoption("--shard", metavar="K/N", help="run the K-th of N equal slices of the cells "
                 "(CI jobs; merge their results with pinhole report)")
-
-
-def selected(config: pytest.Config, dimension: str) -> list[str]:
-    names = [n for opt in config.getoption(dimension) for n in opt.split(",") if n]
-    unknown(dimension, names)
-    return names
 
 
 def shard(config: pytest.Config) -> tuple[int, int]:
@@ -57,11 +58,59 @@ def shard(config: pytest.Config) -> tuple[int, int]:
     return int(k) - 1, int(n)
 
 
+def keyword_filter(expression: str):
+    """pytest's -k, applied to each case id of a cell as it would be to a case's own item."""
+    expression = (expression or "").lstrip()
+    if not expression:
+        return lambda case_id: True
+    try:
+        compiled = Expression.compile(expression)
+    except SyntaxError:
+        return lambda case_id: True  # pytest itself reports the bad expression
+
+    def matches(case_id: str) -> bool:
+        found = (case_id.lower(), *ITEM_NAMES)
+        return compiled.evaluate(lambda sub, **_: any(sub.lower() in n for n in found))
+    return matches
+
+
+@dataclass
+class Plan:
+    """What a run will do, worked out the same way in every process of it: the cells to run,
+    and the records of the cases known to skip here (their pin or backing is missing), which
+    need no item, no worker and no trial."""
+
+    cells: list[Cell]
+    skipped: list[dict]
+
+    @property
+    def planned(self) -> int:
+        return sum(len(c.cases) for c in self.cells) + len(self.skipped)
+
+
+def plan(config: pytest.Config) -> Plan:
+    if PLAN not in config.stash:
+        selection = {d: set(names(d, config.getoption(d))) for d in VOCABULARY}
+        extra = OPT_IN if config.getoption("kernel_view") else ()
+        wanted = keyword_filter(config.getoption("keyword"))
+        part, parts = shard(config)
+        run, skipped = [], []
+        for i, cell in enumerate(cells(selection, extra)):
+            cases = tuple(c for c in cell.cases if wanted(c.id)) if i % parts == part else ()
+            if not cases:
+                continue
+            why = missing(cell.first.pin, cell.first.backing)
+            if why:
+                skipped += [Result(c, "skip", reason=why).as_dict() for c in cases]
+            else:
+                run.append(Cell(cases))
+        config.stash[PLAN] = Plan(run, skipped)
+    return config.stash[PLAN]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     try:
-        shard(config)
-        for dimension in VOCABULARY:
-            selected(config, dimension)
+        plan(config)
         config.stash[SPEC] = Spec.load(config.getoption("spec"), universe())
     except (UnknownName, SpecError) as e:
         raise pytest.UsageError(str(e)) from None
@@ -75,63 +124,40 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A case module names its pin (PIN = "io_uring"); its cases are that pin's matrix,
-    narrowed by --pin, --backing, ... before any item exists (collection is costly in a VM)."""
-    pin = getattr(metafunc.module, "PIN", None)
-    if pin is None or "case" not in metafunc.fixturenames:
-        return
-    wanted = {d: set(selected(metafunc.config, d)) for d in VOCABULARY}
-    missing = metafunc.config.stash.setdefault(MISSING, Missing())
-    params = []
-    part, parts = shard(metafunc.config)
-    for i, case in enumerate(cases_for(pin)):
-        if i % parts != part:
-            continue
-        if all(not names or getattr(case, d) in names for d, names in wanted.items()):
-            why = missing(case)  # what this machine lacks does not change mid-run
-            params.append(pytest.param(case, id=case.id,
-                                       marks=[pytest.mark.skip(reason=why)] if why else []))
-    metafunc.parametrize("case", params)
+    """The matrix module's one test function is parametrized with the plan's cells."""
+    if "cell" in metafunc.fixturenames:
+        cells_ = plan(metafunc.config).cells
+        metafunc.parametrize("cell", [pytest.param(c, id=c.id) for c in cells_])
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A pin with no selected case is parametrized with nothing, which pytest turns into a
-    skipped test_<pin>[NOTSET] placeholder: deselect it, it is not a case."""
-    empty = [i for i in items if hasattr(i, "callspec") and "case" in i.callspec.params
-             and not isinstance(i.callspec.params["case"], Case)]
+    """A cell item answers to -k with the ids of its cases. An empty plan parametrizes with
+    nothing, which pytest turns into a skipped test_cell[NOTSET] placeholder: deselect it."""
+    empty = []
+    for item in items:
+        param = getattr(item, "callspec", None) and item.callspec.params.get("cell", item)
+        if isinstance(param, Cell):
+            item.extra_keyword_matches.update(c.id for c in param.cases)
+        elif param is not None and param is not item:
+            empty.append(item)
     if empty:
         items[:] = [i for i in items if i not in empty]
         config.hook.pytest_deselected(items=empty)
 
 
-def case_id_of(nodeid: str) -> str | None:
-    """The case or control id in a node id's brackets; None for any other parameter."""
+def param_id_of(nodeid: str) -> str | None:
+    """The cell or control id in a node id's brackets; None for any other parameter."""
     if "[" not in nodeid:
         return None
     found = nodeid.rsplit("[", 1)[-1].rstrip("]")
     if results.is_control(found):
         return found
     try:
-        Case.from_id(found)
-    except (ValueError, UnknownName):
+        parse_case(f"{found}.{next(iter(VOCABULARY['check']))}")
+    except ValueError:
         return None
     return found
-
-
-class Missing:
-    """Why a case's pin mechanism or backing is unavailable here, asked once per name."""
-
-    def __init__(self) -> None:
-        self.reasons: dict[str, str | None] = {}
-
-    def __call__(self, case) -> str | None:
-        return self._why(case.pin, MECHANISMS) or self._why(case.backing, BACKINGS)
-
-    def _why(self, name: str, registry: dict) -> str | None:
-        if name not in self.reasons:
-            available = registry[name]().availability()
-            self.reasons[name] = None if available.ok else available.reason
-        return self.reasons[name]
 
 
 @pytest.fixture(scope="session")
@@ -143,45 +169,56 @@ def pinhole_worker() -> Worker:
 
 @pytest.fixture
 def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker):
-    """Run a case and turn its verdict into the pytest outcome."""
+    """Run a cell and turn its cases' verdicts into the item's pytest outcome."""
     spec = request.config.stash[SPEC]
 
-    def run(case) -> None:
-        result = run_case(case, pinhole_worker, spec)
-        request.node.user_properties.append((RECORD, json.dumps(result.as_dict())))
-        conclude(result)
+    def run(cell: Cell) -> None:
+        done = run_cell(cell, pinhole_worker, spec)
+        request.node.user_properties.append((RECORD, json.dumps([r.as_dict() for r in done])))
+        conclude(done)
 
     return run
 
 
 def pytest_runtest_call(item: pytest.Item) -> None:
-    """Test-only (tests/test_panic.py): panic the kernel while the case PANIC_IN names runs,
-    so the host sees a real panic mid-run. Honoured only inside a pinhole VM."""
+    """Test-only (tests/test_panic.py): panic the kernel while the cell of the case PANIC_IN
+    names runs, so the host sees a real panic mid-run. Honoured only inside a pinhole VM."""
     target = os.environ.get(guest.PANIC_IN)
-    if target and os.environ.get(guest.IN_GUEST) and case_id_of(item.nodeid) == target:
+    if target and os.environ.get(guest.IN_GUEST) and param_id_of(item.nodeid) in (
+            target, target.rsplit(".", 1)[0]):
         Path("/proc/sysrq-trigger").write_text("c")
 
 
-def conclude(r: Result) -> None:
-    message = r.reason + (f"\nkernel log:\n{r.dmesg}" if r.dmesg else "")
-    if r.verdict in ("fail", "error"):
-        pytest.fail(f"[{r.verdict}] {message}", pytrace=False)
-    if r.verdict == "skip":
-        pytest.skip(r.reason)
-    if r.verdict == "xfail":
-        pytest.xfail(r.reason)
+def conclude(done: list[Result]) -> None:
+    """The item's outcome is its worst case's: a failure names every failing case."""
+    bad = [r for r in done if r.verdict in ("fail", "error")]
+    if bad:
+        pytest.fail("\n".join(f"[{r.verdict}] {r.case.id}: {r.reason}"
+                              + (f"\nkernel log:\n{r.dmesg}" if r.dmesg else "") for r in bad),
+                    pytrace=False)
+    if all(r.verdict == "skip" for r in done):
+        pytest.skip(done[0].reason)
+    xfail = [r for r in done if r.verdict == "xfail"]
+    if xfail and not any(r.verdict == "xpass" for r in done):
+        pytest.xfail(xfail[0].reason)
+
+
+def records_of(properties: list[tuple[str, object]]) -> list[dict]:
+    return [rec for k, v in properties if k == RECORD for rec in json.loads(v)]
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     rep = outcome.get_result()
-    records = [json.loads(r) for k, r in item.user_properties if k == RECORD]
-    if records and records[0]["verdict"] == "xpass" and rep.when == "call":
-        rep.wasxfail = records[0]["reason"]  # pytest shows XPASS
+    records = records_of(item.user_properties)
+    xpass = [r for r in records if r["verdict"] == "xpass"]
+    if xpass and rep.when == "call" and rep.passed:
+        rep.wasxfail = xpass[0]["reason"]  # pytest shows XPASS
     control_id = getattr(item, "callspec", None) and item.callspec.params.get("control")
     if control_id and (rep.when == "call" or (rep.when == "setup" and not rep.passed)):
-        rep.user_properties.append((RECORD, json.dumps(control_record(item, rep, control_id))))
+        record = control_record(item, rep, control_id)
+        rep.user_properties.append((RECORD, json.dumps([record])))
 
 
 def control_record(item: pytest.Item, rep: pytest.TestReport, control_id: str) -> dict:
@@ -203,10 +240,22 @@ def control_record(item: pytest.Item, rep: pytest.TestReport, control_id: str) -
 
 
 def bare_record(case_id: str, verdict: str, reason: str) -> dict:
-    """The record of a case or control that never produced its own (skipped, crashed)."""
+    """The record of a case or control that never produced its own (crashed, cut off)."""
     if results.is_control(case_id):
         return results.control(case_id, verdict, reason)
     return Result(Case.from_id(case_id), verdict, reason=reason).as_dict()
+
+
+def broken_reason(config: pytest.Config, report: pytest.TestReport) -> str:
+    """Why an item ended without records: a timeout, a dead worker, a broken fixture."""
+    text = str(report.longrepr)
+    why = text.strip().splitlines()[-1:] or ["unknown"]
+    if "Timeout" in text:
+        limit = config.getoption("timeout", None) or config.getini("timeout")
+        return f"TIMEOUT: longer than {limit} s (pytest-timeout), stopped at {why[0]}"
+    if "crashed" in text:
+        return f"the worker running this case died (killed, or by a signal): {why[0]}"
+    return f"the case broke in {report.when}: {why[0][:500]}"
 
 
 class Controller:
@@ -217,70 +266,69 @@ class Controller:
         self.cases: dict[str, dict] = {}
         self.started = time.time()
         self.reservation: hugepages.Reservation | None = None
-        self.planned: int | None = None
+        self.plan = plan(config)
+        # A cell item's id → its case ids; a control's id is its own.
+        self.members = {c.id: [case.id for case in c.cases] for c in self.plan.cells}
         self.begun: dict[str, None] = {}
         out = config.getoption("pinhole_out")
         self.progress = (results.Progress(Path(out), running().as_dict(), self.started)
                          if out else None)
+        self.planned: int | None = None
+
+    def record(self, rec: dict) -> None:
+        self.cases[rec["id"]] = rec
+        if self.progress:
+            self.progress.record(rec)
+
+    def ids(self, param: str) -> list[str]:
+        return self.members.get(param, [param])
 
     def pytest_runtest_logstart(self, nodeid: str, location: tuple) -> None:
-        case_id = case_id_of(nodeid)
-        if case_id:
-            self.begun[case_id] = None
-        if self.progress and case_id:
-            self.progress.begin(case_id)
+        param = param_id_of(nodeid)
+        if param:
+            self.begun.update(dict.fromkeys(self.ids(param)))
+            if self.progress:
+                self.progress.begin(param, self.ids(param))
 
-    def plan(self, nodeids: list[str]) -> None:
+    def count(self, nodeids: list[str]) -> None:
         """How many cases and controls the run means to record, so a cut-short run shows."""
         if self.planned is None:
-            self.planned = sum(case_id_of(n) is not None for n in nodeids)
+            controls = sum(results.is_control(param_id_of(n) or "") for n in nodeids)
+            self.planned = self.plan.planned + controls
             if self.progress:
                 self.progress.planned(self.planned)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if session.items:  # under xdist the controller collects nothing; its workers do
-            self.plan([i.nodeid for i in session.items])
+            self.count([i.nodeid for i in session.items])
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
-        self.plan(ids)
+        self.count(ids)
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        for rec in self.plan.skipped:
+            self.record(rec)
         workers = self.config.getoption("numprocesses", None) or 1
-        wanted = selected(self.config, "backing")
-        if not wanted or {"memfd-hugetlb", "hugetlbfs"} & set(wanted):
+        hugetlb = {c.first.backing for c in self.plan.cells} & {"memfd-hugetlb", "hugetlbfs"}
+        if hugetlb:
             self.reservation = hugepages.Reservation(HUGEPAGES_PER_WORKER * int(workers) + 2)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        # A case's record rides on the call report and, again, on the teardown report; a
+        # A cell's records ride on its call report and, again, on its teardown report; a
         # control's only on the report that decided it.
-        records = [json.loads(r) for k, r in report.user_properties if k == RECORD]
+        records = records_of(report.user_properties)
         if records and (report.when == "call" or records[0]["pin"] == results.CONTROL):
-            self.cases[records[0]["id"]] = records[0]
-            if self.progress:
-                self.progress.record(records[0])
+            for rec in records:
+                self.record(rec)
             return
-        case_id = case_id_of(report.nodeid)
-        if records or case_id is None or case_id in self.cases:
+        param = param_id_of(report.nodeid)
+        if records or param is None or all(i in self.cases for i in self.ids(param)):
             return
-        if report.skipped and report.when == "setup":  # skipped at collection: see Missing
-            reason = report.longrepr[2].removeprefix("Skipped: ")
-            self.cases[case_id] = bare_record(case_id, "skip", reason)
-        elif report.failed:
-            text = str(report.longrepr)
-            why = text.strip().splitlines()[-1:] or ["unknown"]
-            limit = self.config.getoption("timeout", None) or self.config.getini("timeout")
-            if "Timeout" in text:
-                reason = f"TIMEOUT: longer than {limit} s (pytest-timeout), stopped at {why[0]}"
-            elif "crashed" in text:
-                reason = f"the worker running this case died (killed, or by a signal): {why[0]}"
-            else:
-                reason = f"the case broke in {report.when}: {why[0][:500]}"
-            self.cases[case_id] = bare_record(case_id, "error", reason)
-        else:
-            return
-        if self.progress:
-            self.progress.record(self.cases[case_id])
+        if report.failed:
+            reason = broken_reason(self.config, report)
+            for case_id in self.ids(param):
+                self.record(bare_record(case_id, "error", reason))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.reservation:
@@ -288,11 +336,9 @@ class Controller:
         stop = session.shouldfail or session.shouldstop  # -x, --maxfail, xdist's own stop
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(stop)
         cut_off = [i for i in self.begun if i not in self.cases] if interrupted else []
-        why = "the run was interrupted while this case ran"
         for case_id in cut_off:
-            self.cases[case_id] = results.cut_off_record(case_id, why)
-            if self.progress:
-                self.progress.record(self.cases[case_id])
+            self.record(results.cut_off_record(case_id, "the run was interrupted while this "
+                                               "case ran"))
         if self.progress:
             self.progress.close()
         out = self.config.getoption("pinhole_out")

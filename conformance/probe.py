@@ -8,6 +8,7 @@ import shutil
 
 from . import hugepages, running_kernel, uring
 from .abi import IORING_OP_READ_FIXED, IORING_OP_WRITE_FIXED
+from .availability import availability
 from .backings import BACKINGS
 from .pagemap import NEEDS_ROOT
 from .pins import MECHANISMS
@@ -48,8 +49,8 @@ def probe() -> dict[str, object]:
     root = os.geteuid() == 0
     kpage = os.access("/proc/kpageflags", os.R_OK) and root
 
-    def part(registry: dict, name: str) -> dict[str, object]:
-        a = registry[name]().availability()
+    def part(dimension: str, name: str) -> dict[str, object]:
+        a = availability(dimension, name)
         return {"available": a.ok, "reason": a.reason}
 
     return {
@@ -64,8 +65,8 @@ def probe() -> dict[str, object]:
         "hugepages": {"size_kb": hugepages.SIZE_KB, "free": hugepages.free(),
                       "reserve": "pinhole reserves what it needs for the run" if root else
                       hugepages.MISSING},
-        "backings": {b: part(BACKINGS, b) for b in BACKINGS},
-        "pins": {p: part(MECHANISMS, p) for p in MECHANISMS},
+        "backings": {b: part("backing", b) for b in BACKINGS},
+        "pins": {p: part("pin", p) for p in MECHANISMS},
         "tools": {t: shutil.which(t) for t in TOOLS},
     }
 

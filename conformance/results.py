@@ -7,6 +7,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from .model import VERDICTS, Case, Result
+
 SCHEMA = "pinhole/1"
 
 # kselftest's codes for a run; 2 is a usage error (like argparse) and 125 means the
@@ -37,7 +39,7 @@ def control(control_id: str, verdict: str, reason: str, detail: str = "",
 
 def totals(cases: list[dict]) -> dict[str, int]:
     counts = Counter(c["verdict"] for c in cases)
-    return {v: counts.get(v, 0) for v in ("pass", "fail", "xfail", "xpass", "skip", "error")}
+    return {v: counts.get(v, 0) for v in VERDICTS}
 
 
 def exit_code(cases: list[dict]) -> int:
@@ -118,8 +120,9 @@ class Progress:
     def planned(self, count: int) -> None:
         self._write({"planned": count})
 
-    def begin(self, case_id: str) -> None:
-        self._write({"begin": case_id})
+    def begin(self, item_id: str, case_ids: list[str]) -> None:
+        """A cell (or control) starts: the ids of every case it will record."""
+        self._write({"begin": item_id, "cases": case_ids})
 
     def record(self, case: dict) -> None:
         self._write({"case": case})
@@ -138,9 +141,6 @@ def cut_off_record(case_id: str, reason: str, dmesg: str = "") -> dict:
     """A case that was running when its run died: an error (a control's or a case's)."""
     if is_control(case_id):
         return control(case_id, "error", reason) | {"dmesg": dmesg}
-    from .dimensions import Case  # results.json readers need no case vocabulary otherwise
-    from .verdict import Result
-
     return Result(Case.from_id(case_id), "error", reason=reason, dmesg=dmesg).as_dict()
 
 
@@ -160,7 +160,7 @@ def read_progress(out: Path) -> tuple[dict, list[dict], list[str]]:
         except ValueError:
             continue  # the last line of a run that died mid-write
         if "begin" in entry:
-            begun.append(entry["begin"])
+            begun += entry.get("cases", [entry["begin"]])
         elif "case" in entry:
             cases[entry["case"]["id"]] = entry["case"]
         elif "run" in entry:

@@ -1,4 +1,5 @@
-"""Runs one case: prepare the file, pin it, apply the mutation, check, judge."""
+"""Runs one cell: prepare the file, pin it, apply the mutation, run the cell's checks on that
+one trial where they can share it, judge each case."""
 
 from __future__ import annotations
 
@@ -6,15 +7,16 @@ import threading
 import time
 import traceback
 
-from .checks import CHECKS, Observation, Trial
-from .dimensions import Case
+from .checks import CHECKS, PIN_CHECKS, after_file_to_pin
 from .errors import PinRefused, Skip
 from .expectations import Spec
-from .mutations import MUTATIONS, Baseline, Effect
+from .kmsg import Slice
+from .model import Baseline, Case, Cell, Effect, Observation, Result, Trial
+from .mutations import MUTATIONS
 from .running_kernel import running
 from .subject import Subject
 from .syscalls import errno_name
-from .verdict import Result, judge
+from .verdict import judge
 from .worker import Worker
 
 # fsdax truncation waits, without limit, for extra references to the pages to go away
@@ -60,7 +62,16 @@ def mutate(trial: Trial, base: Baseline) -> Effect | Observation:
     return box["effect"]  # type: ignore[return-value]
 
 
-def observe(case: Case, worker: Worker) -> Observation:
+def _refused(e: OSError) -> Observation:
+    return Observation("refused", e.strerror or str(e), errno_name(e.errno))
+
+
+Seen = dict[str, Observation | Exception]
+
+
+def trial(case: Case, checks: list[str], worker: Worker, seen: Seen) -> None:
+    """One trial of a cell: prepare the file, pin it, mutate it, then run as many of the
+    cell's checks as can share it, in order, recording each in `seen`."""
     backing = worker.backing(case.backing)
     mechanism = worker.mechanism(case.pin)
     subject = Subject(backing, worker.file_name(), case.mapping)
@@ -69,45 +80,81 @@ def observe(case: Case, worker: Worker) -> Observation:
         try:
             pinned = mechanism.pin(subject, case.access)
         except OSError as e:
-            return Observation("refused", e.strerror or str(e), errno_name(e.errno))
-        trial = Trial(case, subject, pinned, worker)
+            seen.update(dict.fromkeys(checks, _refused(e)))
+            return
+        t = Trial(case, subject, pinned, worker)
         try:
             base = Baseline(subject.file_view(), subject.file_view(subject.offset + subject.length),
                             pinned.read())
             try:
-                effect = mutate(trial, base)
+                effect = mutate(t, base)
             except OSError as e:
-                return Observation("unsupported", f"{case.mutation}: {e.strerror or e}",
-                                   errno_name(e.errno) if e.errno else None)
+                seen.update(dict.fromkeys(checks, Observation(
+                    "unsupported", f"{case.mutation}: {e.strerror or e}",
+                    errno_name(e.errno) if e.errno else None)))
+                return
             if isinstance(effect, Observation):
-                return effect
-            try:
-                return CHECKS[case.check](trial, base, effect)
-            except PinRefused as e:  # a short-term pin, retaken after the mutation, was refused
-                return Observation("refused", e.strerror or str(e), errno_name(e.errno))
+                seen.update(dict.fromkeys(checks, effect))
+                return
+            for check in checks:
+                try:
+                    seen[check] = CHECKS[check](t, base, effect)
+                except PinRefused as e:  # a short-term pin, retaken after the mutation
+                    seen[check] = _refused(e)
+                except Exception as e:  # noqa: BLE001 - this check's error, not the cell's
+                    seen[check] = e
+                if check in PIN_CHECKS:
+                    continue
+                after = (after_file_to_pin(t, seen[check], effect)
+                         if check == "file-to-pin" and isinstance(seen[check], Observation)
+                         else None)
+                if after is None:
+                    return  # the pin and file are no longer as the next check needs them
+                effect = after
         finally:
             pinned.release()
-            for undo in reversed(trial.cleanup):
+            for undo in reversed(t.cleanup):
                 undo()
     finally:
         subject.close()
 
 
-def run_case(case: Case, worker: Worker, spec: Spec) -> Result:
+def observe(cell: Cell, worker: Worker) -> Seen:
+    """Every check of the cell, from as few trials as they allow (usually one); a trial
+    that cannot start (a missing part, a failed setup) ends every check it had left."""
+    seen: Seen = {}
+    checks = [c.check for c in cell.cases]
+    while len(seen) < len(checks):
+        left = [c for c in checks if c not in seen]
+        try:
+            trial(cell.first, left, worker, seen)
+        except Exception as e:  # noqa: BLE001 - recorded for each check it ended
+            seen.update({c: e for c in left if c not in seen})
+    return seen
+
+
+def _broken(case: Case, e: Exception, log: Slice) -> Result:
+    if isinstance(e, Skip):
+        return Result(case, "skip", reason=str(e))
+    where = traceback.extract_tb(e.__traceback__)[-1]
+    return Result(case, "error", reason=f"{type(e).__name__}: {e} "
+                  f"({where.filename.rsplit('/', 1)[-1]}:{where.lineno})",
+                  dmesg=log.excerpt() if log.bad else "", taint=log.new_taint)
+
+
+def run_cell(cell: Cell, worker: Worker, spec: Spec) -> list[Result]:
+    """The cell's results, one per case; each case gets an equal share of the time."""
     start = time.monotonic()
-    worker.monitor.begin(case.id)
-    try:
-        seen = observe(case, worker)
-    except Skip as e:
-        worker.monitor.end()
-        result = Result(case, "skip", reason=str(e))
-    except Exception as e:
-        log = worker.monitor.end()
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        result = Result(case, "error", reason=f"{type(e).__name__}: {e} "
-                        f"({where.filename.rsplit('/', 1)[-1]}:{where.lineno})",
-                        dmesg=log.excerpt() if log.bad else "", taint=log.new_taint)
-    else:
-        result = judge(case, seen, spec.expect(case, running().number), worker.monitor.end())
-    result.duration_s = round(time.monotonic() - start, 6)
-    return result
+    worker.monitor.begin(cell.id)
+    seen = observe(cell, worker)
+    log = worker.monitor.end()
+    version = running().number
+    out = []
+    for case in cell.cases:
+        got = seen[case.check]
+        out.append(_broken(case, got, log) if isinstance(got, Exception)
+                   else judge(case, got, spec.expect(case, version), log))
+    share = round((time.monotonic() - start) / len(out), 6)
+    for r in out:
+        r.duration_s = share
+    return out

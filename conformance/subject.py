@@ -23,6 +23,9 @@ from .errors import Skip
 from .patterns import fill
 from .syscalls import PAGE_SIZE, fallocate, mmap, munmap, read_mem, write_mem
 
+# Start states of the pinned range, in the order reports list them.
+STATES = ("hole", "faulted-hole", "stored", "written", "unwritten", "punched")
+
 
 class Subject:
     def __init__(self, backing: Backing, name: str, mapping: str) -> None:

@@ -2,39 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
-from .checks import Observation
-from .dimensions import Case
 from .expectations import Expectation
 from .kmsg import Slice
+from .model import Case, Observation, Result
 
-VERDICTS = ("pass", "fail", "xfail", "xpass", "skip", "error")
 # Taint letters that mean the kernel went wrong (kernel/panic.c): machine check, bad page,
 # died, warning, soft lockup.
 SERIOUS_TAINT = set("MBDWL")
-
-
-@dataclass
-class Result:
-    """One case's record, as results.json stores it."""
-
-    case: Case
-    verdict: str
-    outcome: str | None = None
-    expected: str | None = None
-    reason: str = ""
-    errno: str | None = None
-    detail: str = ""
-    dmesg: str = ""
-    taint: str = ""
-    spec: list[str] = field(default_factory=list)
-    duration_s: float = 0.0
-
-    def as_dict(self) -> dict[str, object]:
-        d = {"id": self.case.id, **asdict(self.case), **asdict(self)}
-        del d["case"]
-        return d
 
 
 def expected_text(exp: Expectation) -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 
-from .backings import BACKINGS, Backing
+from .availability import REGISTRIES, availability
+from .backings import Backing
 from .errors import SetupFailed, Skip
 from .kmsg import Monitor
 from .pagemap import PageMap
-from .pins import MECHANISMS, Mechanism
+from .pins import Mechanism
 
 
 class Worker:
@@ -19,16 +20,16 @@ class Worker:
         self._names = itertools.count()
 
     def backing(self, name: str) -> Backing:
-        return self._part(name, BACKINGS[name])  # type: ignore[return-value]
+        return self._part("backing", name)  # type: ignore[return-value]
 
     def mechanism(self, name: str) -> Mechanism:
-        return self._part(name, MECHANISMS[name])  # type: ignore[return-value]
+        return self._part("pin", name)  # type: ignore[return-value]
 
-    def _part(self, name: str, cls: type) -> Backing | Mechanism:
+    def _part(self, dimension: str, name: str) -> Backing | Mechanism:
         """Set up on first use; a missing capability or a failed setup is remembered."""
         if name not in self._parts:
-            part = cls()
-            available = part.availability()
+            part = REGISTRIES[dimension][name]()
+            available = availability(dimension, name)
             if not available.ok:
                 self._parts[name] = Skip(available.reason)
             else:

@@ -25,8 +25,8 @@ def start_run(out: Path, scratch: Path, *args: str, workers: str = "2") -> subpr
     """pytest -n 2 over io_uring cases, in a session of its own so it can be killed whole."""
     env = {**os.environ, "PINHOLE_SCRATCH": str(scratch)}
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "cases/test_io_uring.py", "-p", "no:cacheprovider",
-         "-q", "-n", workers, f"--pinhole-out={out}", *SELECTION, *args],
+        [sys.executable, "-m", "pytest", "cases/test_matrix.py", "--pin=io_uring",
+         "-p", "no:cacheprovider", "-q", "-n", workers, f"--pinhole-out={out}", *SELECTION, *args],
         cwd=ROOT, env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

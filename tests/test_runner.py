@@ -7,8 +7,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from conformance import runner
-from conformance.checks import Observation
-from conformance.dimensions import Case
+from conformance.model import Case, Observation
 
 CASE = Case.from_id("vmsplice.ext4-dax.shared.ro.written.punch-hole.file-to-pin")
 

@@ -29,8 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from conformance import kbuild, multikernel, vm  # noqa: E402
-from conformance.dimensions import cases_for  # noqa: E402
-from conformance.pins import MECHANISMS  # noqa: E402
+from conformance.dimensions import cells  # noqa: E402
 
 HERE = ROOT / "validation"
 MUTANTS = HERE / "mutants"
@@ -138,7 +137,7 @@ def judge(doc: dict) -> dict:
 def base_on(doc: dict, mutants: list[Mutant]) -> dict[str, dict]:
     """What the base kernel gave on each mutant's own selection (of how many cells it has):
     a kill proves something only where the base passed those cells."""
-    every = [asdict(c) for pin in MECHANISMS for c in cases_for(pin)]
+    every = [asdict(c) for cell in cells() for c in cell.cases]
     out = {}
     for m in mutants:
         mine = [c for c in doc["cases"] if selected(c, m.select)]

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import ClassVar
 
+from ..model import Availability
 from ..syscalls import PAGE_SIZE
 
-
-@dataclass(frozen=True)
-class Availability:
-    ok: bool
-    reason: str
-
-    @classmethod
-    def yes(cls, reason: str = "available") -> Availability:
-        return cls(True, reason)
-
-    @classmethod
-    def no(cls, reason: str) -> Availability:
-        return cls(False, reason)
+__all__ = ["Availability", "Backing", "root_or"]
 
 
 NOT_ROOT = "needs root: {what} (run as root)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from ..backings.base import Availability
+from ..model import Availability
 
 if TYPE_CHECKING:
     from ..subject import Subject

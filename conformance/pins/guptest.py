@@ -12,8 +12,8 @@ import fcntl
 import os
 
 from .. import abi
-from ..backings.base import Availability
 from ..errors import Skip
+from ..model import Availability
 from ..syscalls import AlignedBuffer, ffi, ioctl
 from .base import Mechanism, Pinned
 

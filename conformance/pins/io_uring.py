@@ -14,8 +14,8 @@ import os
 import resource
 
 from .. import uring
-from ..backings.base import Availability
 from ..errors import Skip
+from ..model import Availability
 from .base import Mechanism, Pinned
 
 RING_ENTRIES = 4  # one operation at a time needs no more

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 
-from ..backings.base import Availability
 from ..backings.blockfs import scratch_dir
 from ..errors import PinRefused
 from ..loop import unnamed_file
+from ..model import Availability
 from .base import Mechanism, Pinned
 
 

@@ -21,8 +21,8 @@ import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
-from ..backings.base import Availability
 from ..errors import SetupFailed
+from ..model import Availability
 from .base import Mechanism, Pinned
 
 LINK = "pinhole_rxe0"

@@ -14,7 +14,7 @@ import fcntl
 import os
 
 from .. import abi
-from ..backings.base import Availability
+from ..model import Availability
 from ..syscalls import ffi, ioctl, mmap, munmap, read_mem, write_mem
 from .base import Mechanism, Pinned
 

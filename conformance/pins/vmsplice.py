@@ -12,7 +12,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from ..backings.base import Availability
+from ..model import Availability
 from ..syscalls import tee, vmsplice
 from .base import Mechanism, Pinned
 

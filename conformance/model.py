@@ -1,0 +1,156 @@
+"""The shared model, at the bottom of the import order: what a case is, what a trial of one
+cell holds, what a check saw, and the record a case leaves.
+
+A case id joins pin.backing.mapping.access.state.mutation.check, e.g.
+``io_uring.ext4.shared.rw.hole.none.file-to-pin``: selectable with ``-k`` and a valid KCIDB
+test path. A cell is a case without its check: one trial (prepare, pin, mutate) answers all
+the checks of a cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .pins.base import Pinned
+    from .subject import Subject
+    from .worker import Worker
+
+# A case's verdict, in the order reports count them.
+VERDICTS = ("pass", "fail", "xfail", "xpass", "skip", "error")
+# What a case can see: the pin (pinned, refused), the mutation (unsupported, blocked), the
+# coherence checks, the kernel log, and the kernel's own view of the pinned folios.
+OUTCOMES = ("pinned", "refused", "unsupported", "blocked", "coherent", "detached",
+            "stale-cache", "disconnected", "lost-write", "resurrected", "kernel-warning")
+
+
+@dataclass(frozen=True, order=True)
+class Case:
+    pin: str
+    backing: str
+    mapping: str
+    access: str
+    state: str
+    mutation: str
+    check: str
+
+    @property
+    def id(self) -> str:
+        return ".".join(asdict(self).values())
+
+    @property
+    def cell(self) -> str:
+        return self.id.rsplit(".", 1)[0]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @classmethod
+    def from_id(cls, case_id: str) -> Case:
+        """The case an id names; dimensions.parse_case() also checks every name."""
+        parts = case_id.split(".")
+        names = [f.name for f in fields(cls)]
+        if len(parts) != len(names):
+            raise ValueError(f"a case id has {len(names)} parts ({'.'.join(names)}): {case_id}")
+        return cls(*parts)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The cases of one pin, backing, mapping, access, start state and mutation, answered by
+    one trial: the checks in the order they run."""
+
+    cases: tuple[Case, ...]
+
+    @property
+    def id(self) -> str:
+        return self.cases[0].cell
+
+    @property
+    def first(self) -> Case:
+        return self.cases[0]
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str
+
+    @classmethod
+    def yes(cls, reason: str = "available") -> Availability:
+        return cls(True, reason)
+
+    @classmethod
+    def no(cls, reason: str) -> Availability:
+        return cls(False, reason)
+
+
+@dataclass(frozen=True)
+class Observation:
+    outcome: str
+    detail: str = ""
+    errno: str | None = None
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The pinned range just before the mutation."""
+
+    file: bytes  # read() of the pinned range
+    next: bytes  # read() of the page after it (what COLLAPSE_RANGE moves in)
+    pin: bytes  # what the pin holds
+
+
+@dataclass(frozen=True)
+class Effect:
+    file: bytes  # what read() of the pinned range must return now (b"" past EOF)
+    detaches: bool = False  # the operation removes the pinned page from the file or mapping
+    pin: bytes | None = None  # what the pin must hold, where the operation wrote into it
+    direct: bytes | None = None  # an O_DIRECT read taken after the operation
+
+
+@dataclass
+class Trial:
+    """One cell's file, pin and worker while its mutation and checks run."""
+
+    case: Case
+    subject: Subject
+    pinned: Pinned
+    worker: Worker
+    cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def private_copy(self) -> bool:
+        """The pin was taken through a MAP_PRIVATE mapping, so it may hold a private copy (a
+        file pinner such as udmabuf pins the file's folios whatever maps them)."""
+        return self.case.mapping == "private" and self.pinned.through_mapping
+
+    @property
+    def holds_private_copy(self) -> bool:
+        """A long-term pin through a MAP_PRIVATE mapping holds the exclusive copy the mapping
+        keeps mapping, so later stores through the mapping reach the pin."""
+        return self.private_copy and self.pinned.longterm
+
+
+@dataclass
+class Result:
+    """One case's record, as results.json stores it."""
+
+    case: Case
+    verdict: str
+    outcome: str | None = None
+    expected: str | None = None
+    reason: str = ""
+    errno: str | None = None
+    detail: str = ""
+    dmesg: str = ""
+    taint: str = ""
+    spec: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        d = {"id": self.case.id, **asdict(self.case), **asdict(self)}
+        del d["case"]
+        return d
