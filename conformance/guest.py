@@ -119,9 +119,9 @@ def mount_of(path: Path, mounts: str | None = None) -> tuple[str, list[str]] | N
         if len(fields) < 4:
             continue
         point = fields[1].replace("\\040", " ").replace("\\011", "\t")
-        if target == point or target.startswith(point.rstrip("/") + "/"):
-            if best is None or len(point) >= best[0]:
-                best = (len(point), fields[2], fields[3].split(","))
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= best[0]):
+            best = (len(point), fields[2], fields[3].split(","))
     return None if best is None else (best[1], best[2])
 
 

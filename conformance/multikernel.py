@@ -124,14 +124,21 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
     kdir.mkdir(parents=True, exist_ok=True)
     for stale in (results.PROGRESS, "results.json", GUEST_FILE):
         (kdir / stale).unlink(missing_ok=True)
+    fast, accel = vm.fast_boot(), None
     started = time.time()
     boots = 0
     while True:
         boots += 1
         try:
+            if accel is None:  # a KVM probe may boot: inside the try, like the run itself
+                accel = vm.accelerator(kernel)
+                if accel == "tcg" and fast and vm.FAST_BOOT_ARGS:
+                    print(f"pinhole matrix: {spec}: booted with {' '.join(vm.FAST_BOOT_ARGS)} "
+                          f"(TCG speed; {vm.FAST_BOOT_ENV}=0 keeps the kernel's defaults)",
+                          flush=True)
             res = vm.boot_and_run(kernel, guest_command(kernel, kdir, pytest_args),
                                   timeout=timeout, append=PMEM_APPEND, rwdirs=[kdir],
-                                  memory=GUEST_MEMORY)
+                                  memory=GUEST_MEMORY, accel=accel, fast=fast)
         except lifetime.Stopped as e:  # the VM is gone already (vm._run_vng): keep what ran
             res = vm.stopped(e.signum, time.time() - started)
             break
@@ -143,6 +150,7 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
         "spec": spec, "package": kernel.package_version, "release": kernel.release,
         "config": {c: cfg.state(c) for c in CONFIGS}, "config_gaps": gaps,
         "accelerator": res.accel,
+        "boot_options": [*vm.boot_options(res.accel, fast), *PMEM_APPEND],
         "qemu": qemu_version(), "vm": res.outcome, "vm_status": res.status, "boots": boots,
         "seconds": {"fetch": round(fetch, 1), "boot": round(res.boot_seconds, 1),
                     "run": round(res.run_seconds, 1)},
