@@ -187,3 +187,25 @@ def test_kernel_view_in_a_vm(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "kernelview.json").read_text())
     seen = {r["cell"]: r["kernel-view"]["outcome"] for r in doc["records"]}
     assert seen == {cells[0]: "same-folio", cells[1]: "orphan"}, doc
+
+
+def test_agreement_compares_only_where_both_said_something() -> None:
+    sys.path.insert(0, str(ROOT / "validation"))
+    import kernelview as driver  # validation/kernelview.py
+
+    def rec(cell: str, kv: str | None, fp: str, zp: str = "pinned") -> dict:
+        return {"cell": cell, "kernel-view": {"outcome": kv, "detail": "d"} if kv else
+                {"error": "Skip: no debug info"},
+                "file-to-pin": {"outcome": fp}, "zeropage": {"outcome": zp}}
+
+    got = driver.agreement([
+        rec("io_uring.memfd.shared.rw.hole.none", "same-folio", "coherent"),
+        rec("vmsplice.ext4.shared.ro.hole.truncate-down", "orphan", "detached"),
+        rec("gup_test.memfd.shared.ro.hole.none", "zeropage", "disconnected", "disconnected"),
+        rec("rdma.memfd.shared.ro.hole.none", "same-folio", "disconnected"),
+        rec("udmabuf.memfd.shared.rw.hole.none", None, "coherent"),
+        rec("io_uring.ext4.shared.rw.hole.none", "same-folio", "refused", "refused"),
+    ])
+    # file-to-pin on 4 cells and zeropage on the 3 'none' ones; one disagreement.
+    assert (got["compared"], got["agreed"]) == (7, 6)
+    assert [d["cell"] for d in got["disagreements"]] == ["rdma.memfd.shared.ro.hole.none"]

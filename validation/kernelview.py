@@ -45,6 +45,10 @@ STOCK = [
      ["none", "pwrite", "punch-hole", "truncate-down", "fadvise-dontneed"]),
     (["io_uring", "gup_test", "vmsplice"], ["hugetlbfs"], ["shared"], ["ro", "rw"], ["hole"],
      ["none", "punch-hole"]),
+    # fsdax maps the shared zeropage for a hole (fs/dax.c dax_load_hole()) and vmsplice's
+    # plain reference takes it: a positive control of `zeropage` on a stock kernel.
+    (["vmsplice"], ["ext4-dax", "xfs-dax"], ["shared"], ["ro"], ["hole", "written"],
+     ["none", "pwrite"]),
 ]
 MUTANT_CELLS = {
     "01": [(["gup_test", "rdma", "vmsplice"], ["memfd", "tmpfs"], ["shared"], ["ro"],
