@@ -1,6 +1,7 @@
 """matrix.html of a full-size run in a real browser (Debian's chromium, headless): filtered to
 failures, the failing rows are on the first screen, where unfiltered they sit far below."""
 
+import re
 import shutil
 import struct
 import subprocess
@@ -20,12 +21,17 @@ RED = (0xEF, 0x53, 0x50)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium: apt-get install chromium")
 
 
+def chromium(page: Path, fragment: str, tmp: Path, *how: str) -> str:
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                           "--hide-scrollbars", f"--user-data-dir={tmp / 'profile'}",
+                           f"--window-size={SCREEN[0]},{SCREEN[1]}", *how,
+                           page.as_uri() + fragment],
+                          check=True, capture_output=True, text=True, timeout=180).stdout
+
+
 def screenshot(page: Path, fragment: str, tmp: Path) -> bytes:
     shot = tmp / f"shot{fragment.replace('#', '-')}.png"
-    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--user-data-dir={tmp / 'profile'}", f"--window-size={SCREEN[0]},{SCREEN[1]}",
-                    f"--screenshot={shot}", page.as_uri() + fragment],
-                   check=True, capture_output=True, timeout=180)
+    chromium(page, fragment, tmp, f"--screenshot={shot}")
     return shot.read_bytes()
 
 
@@ -90,3 +96,16 @@ def test_unfiltered_they_are_below_it(page):
     path, tmp = page
     # Only the legend's and the filter's swatches: io_uring's failing rows are screens down.
     assert red_bands(screenshot(path, "", tmp)) <= 3
+
+
+def test_filtered_to_failures_pins_without_any_are_gone_whole(page):
+    path, tmp = page
+    dom = chromium(path, "#failures", tmp, "--dump-dom")
+    shown = re.findall(r'<section class="pin" data-pin="([\w-]+)">', dom)
+    hidden = re.findall(r'<section class="pin" data-pin="([\w-]+)" hidden="">', dom)
+    assert shown == ["io_uring", "vmsplice", "odirect"]
+    assert hidden == ["udmabuf", "rdma", "gup_test", "control"]
+    # Every row left has a failing cell; none of the others is left.
+    rows = re.findall(r"<tr data-backing[^>]*>.*?</tr>", dom)
+    assert rows and all(("v-fail" in r or "v-error" in r)
+                        == ("hidden" not in r[:r.index(">")]) for r in rows)

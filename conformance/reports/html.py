@@ -175,10 +175,14 @@ document.querySelectorAll('#filters select, #filters input')
 $('only-failures').onclick = () => only(['fail', 'error']);
 $('everything').onclick = () => only(Object.keys(data.symbols));
 // matrix.html#failures opens filtered to failures; #verdict=fail,xfail to those verdicts.
-const hash = decodeURIComponent(location.hash.slice(1));
-if (hash === 'failures') only(['fail', 'error']);
-else if (hash.startsWith('verdict=')) only(hash.slice(8).split(','));
-else apply();
+function fromHash() {
+  const hash = decodeURIComponent(location.hash.slice(1));
+  if (hash === 'failures') only(['fail', 'error']);
+  else if (hash.startsWith('verdict=')) only(hash.slice(8).split(','));
+  else apply();
+}
+window.addEventListener('hashchange', fromHash);
+fromHash();
 """
 
 
@@ -239,7 +243,8 @@ def legend() -> str:
     return (f'<p class="legend">{verdicts}</p><p>Each cell shows the worst verdict of its checks '
             f"and what they saw: {outcomes}. Column {grid.PIN_COLUMN}: the admission and zeropage "
             "checks; mutation columns: file-to-pin and pin-to-file after that mutation. A blue "
-            "frame marks a cell where the kernels differ. Click a cell for its checks.</p>")
+            "frame marks a cell where the kernels differ. Click a cell for its checks; "
+            '<a href="#failures">#failures</a> in the address shows only what failed.</p>')
 
 
 def section(table: grid.Table, docs: list[dict], cells: list[list], strings: Strings) -> str:
