@@ -170,6 +170,15 @@ def test_ktap_plan_directives_and_totals(two):
         "# taint: W"]
 
 
+def test_ktap_gives_a_repeated_skip_reason_whole_once(two):
+    cases = [case("rdma", b, "shared", "hole", "none", "admission", "skip", None,
+                  reason="no RDMA device: modprobe rdma_rxe") for b in ("memfd", "ext4")]
+    lines = ktap.render(doc("6.18", cases)).splitlines()
+    assert lines[3].endswith(" # SKIP no RDMA device: modprobe rdma_rxe")
+    assert lines[4].endswith(" # SKIP no RDMA device (as above)")
+    assert ktap.shortened("x" * 100) == "x" * 80 + "... (as above)"
+
+
 def test_ktap_of_several_kernels_nests_one_subtest_each(two):
     lines = ktap.render_many(two).splitlines()
     assert lines[:3] == ["KTAP version 1", "1..2", "  KTAP version 1"]

@@ -180,10 +180,10 @@ class Terminal:
         return final([doc])
 
 
-def skip_item(g: findings.Group) -> list[str]:
+def skip_item(g: findings.Group, most: int) -> list[str]:
     scope = g.scope()
     return wrap(f"{plural(len(g.cases), scope + ' case' if scope else 'case')} skipped: {g.key}",
-                WIDTH, "  ", "      ", most=2)
+                WIDTH, "  ", "      ", most=most)
 
 
 def failure_items(groups: list[findings.Group], docs: list[dict], budget: int) -> list[list[str]]:
@@ -222,16 +222,19 @@ def final(docs: list[dict], limit: int = SUMMARY_LINES) -> list[str]:
     # The verdict and totals come last, just above the prompt, as kselftest's Totals line.
     top = Section("", [head_lines(docs)], gap=False)
     skips = findings.skips(docs)
-    skipped = Section("skipped, by reason:" if skips else "", [skip_item(g) for g in skips],
+    bad = findings.failures(docs)
+    # A skip reason says how to get the capability: whole, unless failures need the room.
+    skipped = Section("skipped, by reason:" if skips else "",
+                      [skip_item(g, 2 if bad else 3) for g in skips],
                       lambda n: f"  ... and {n} more reasons: see summary.md", gap=False)
     known = findings.limitations(docs)
     xfail = [f"known limitations (xfail): {plural(sum(len(g.cases) for g in known), 'case')}, "
              f"{plural(len(known), 'rule')} ({', '.join(g.label for g in known[:3])}): "
              "see summary.md"[:WIDTH]] if known else []
     fixed = Section("", [xfail], gap=False)
-    bad = findings.failures(docs)
     # Skips and limitations first within their share; the failures get every line left.
-    shares = findings.fit([top, skipped, fixed], min(limit, 12 + len(top.items[0])))
+    shares = findings.fit([top, skipped, fixed],
+                          min(limit, (12 if bad else limit) + len(top.items[0])))
     budget = limit - len(shares) - 1
     failed = Section(f"failed, by spec rule ({plural(len(bad), 'rule')}):" if bad else "",
                      failure_items(bad, docs, budget) if bad else [],
