@@ -14,6 +14,7 @@ from conformance.dimensions import KCIDB_PATH
 from conformance.reports import (
     FILES,
     diff,
+    grid,
     html,
     kcidb,
     ktap,
@@ -558,3 +559,16 @@ def test_the_recorded_host_run_fits_a_mail():
     assert max(map(len, md)) <= 100
     mail_ = mail.render([real]).splitlines()
     assert len(mail_) <= 80 and max(map(len, mail_)) <= 100
+
+
+def test_matrix_md_packs_families_and_splits_only_a_family_too_wide_alone():
+    columns = ["pin", "none", "pwrite", "store", "truncate-down", "truncate-down-up",
+               "punch-hole", "madv-remove", "drop-caches"]
+    table = grid.Table("io_uring", 1, columns, [], {})
+    parts = markdown.split(table, 40, lambda cols: 10 * len(cols))
+    assert parts == [(["baseline", "data"], ["pin", "none", "pwrite", "store"]),
+                     (["size"], ["truncate-down", "truncate-down-up", "punch-hole", "madv-remove"]),
+                     (["reclaim"], ["drop-caches"])]
+    parts = markdown.split(table, 30, lambda cols: 10 * len(cols))
+    assert parts[2:] == [(["size"], ["truncate-down", "truncate-down-up", "punch-hole"]),
+                         (["size", "reclaim"], ["madv-remove", "drop-caches"])]

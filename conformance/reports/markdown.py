@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import textwrap
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from string import ascii_lowercase
 
@@ -243,16 +244,24 @@ def families(columns: list[str]) -> list[tuple[str, list[str]]]:
     return list(out.items())
 
 
-def split(table: grid.Table, width: int, render) -> list[tuple[list[str], list[str]]]:
+def split(table: grid.Table, width: int,
+          measure: Callable[[list[str]], int]) -> list[tuple[list[str], list[str]]]:
     """Families packed into as few tables as keep every line within width (the reasons column
-    may wrap); a family is never split. Returns (family names, columns) per table."""
+    may wrap). A family is split only when it is too wide on its own (many kernels, wide
+    cells). Returns (family names, columns) per table."""
     parts: list[tuple[list[str], list[str]]] = []
     for name, columns in families(table.columns):
-        if parts and render(parts[-1][1] + columns) <= width:
+        if parts and measure(parts[-1][1] + columns) <= width:
             parts[-1][0].append(name)
             parts[-1][1].extend(columns)
-        else:
+        elif measure(columns) <= width:
             parts.append(([name], list(columns)))
+        else:
+            for column in columns:
+                if parts and parts[-1][0][-1] == name and measure(parts[-1][1] + [column]) <= width:
+                    parts[-1][1].append(column)
+                else:
+                    parts.append(([name], [column]))
     return parts
 
 
