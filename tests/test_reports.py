@@ -545,7 +545,8 @@ def test_full_size_reports_are_small(full):
     assert set(sizes) == set(FILES)
     assert sizes["matrix.html"] < 2_000_000 and sizes["results.ktap"] < 4_000_000
     assert sizes["kcidb.json.gz"] < 500_000 and sizes["matrix.md"] < 100_000
-    assert sum(sizes.values()) < 6_000_000, sizes
+    # A full run's reports may take 10 MB in all: these leave room for results.json.
+    assert sum(sizes.values()) < 8_000_000, sizes
     sub = kcidb.load(out / "kcidb.json.gz")
     assert len(sub["tests"]) == 36_506
     kcidb.validate(sub)
