@@ -124,9 +124,13 @@ def test_verbose_leaves_the_per_case_lines_to_pytest(recorded):
 def test_the_summary_rolls_skips_up_and_names_failures_by_rule(failing):
     _, t = run(failing)
     lines = t.summary(failing)
-    assert len(lines) <= terminal.SUMMARY_LINES and max(map(len, lines)) <= 100
+    skipped = [line for line in lines if " cases skipped: " in line]
+    assert len(lines) <= terminal.SUMMARY_LINES
+    assert max(len(line) for line in lines if line not in skipped) <= 100
     text = "\n".join(lines)
-    assert lines[0] == "skipped, by reason:"
+    # A line per skip reason, whole, with how to get the capability.
+    assert lines[0] == "skipped, by reason:" and lines[1:len(skipped) + 1] == skipped
+    assert len(skipped) == len({c["reason"] for c in failing["cases"] if c["verdict"] == "skip"})
     assert re.search(r"^  8,424 rdma cases skipped: no RDMA device: modprobe rdma_rxe", text,
                      re.M)
     assert re.search(r"^  3,744 ext4-dax, xfs-dax cases skipped: no fsdax-capable pmem", text,

@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # only for the hint: the reports need no pytest
 
 SUMMARY_LINES = 30
 WIDTH = 100
+# A skip line is never wrapped, but a reason gone wrong cannot flood the terminal either.
+LONGEST = 300
 # Failures printed as they happen; later ones wait for the summary, so a CI log stays bounded.
 LIVE_FAILURES = 20
 # How often a terminal's status line may be redrawn, in seconds.
@@ -180,10 +182,12 @@ class Terminal:
         return final([doc])
 
 
-def skip_item(g: findings.Group, most: int) -> list[str]:
+def skip_item(g: findings.Group) -> list[str]:
+    """One line, however long: the reason says how to get the capability, and a terminal
+    wraps a long line where it must."""
     scope = g.scope()
-    return wrap(f"{plural(len(g.cases), scope + ' case' if scope else 'case')} skipped: {g.key}",
-                WIDTH, "  ", "      ", most=most)
+    line = f"  {plural(len(g.cases), scope + ' case' if scope else 'case')} skipped: {g.key}"
+    return [line if len(line) <= LONGEST else line[:LONGEST - 4] + " ..."]
 
 
 def failure_items(groups: list[findings.Group], docs: list[dict], budget: int) -> list[list[str]]:
@@ -223,9 +227,7 @@ def final(docs: list[dict], limit: int = SUMMARY_LINES) -> list[str]:
     top = Section("", [head_lines(docs)], gap=False)
     skips = findings.skips(docs)
     bad = findings.failures(docs)
-    # A skip reason says how to get the capability: whole, unless failures need the room.
-    skipped = Section("skipped, by reason:" if skips else "",
-                      [skip_item(g, 2 if bad else 3) for g in skips],
+    skipped = Section("skipped, by reason:" if skips else "", [skip_item(g) for g in skips],
                       lambda n: f"  ... and {n} more reasons: see summary.md", gap=False)
     known = findings.limitations(docs)
     xfail = [f"known limitations (xfail): {plural(sum(len(g.cases) for g in known), 'case')}, "
@@ -233,8 +235,7 @@ def final(docs: list[dict], limit: int = SUMMARY_LINES) -> list[str]:
              "see summary.md"[:WIDTH]] if known else []
     fixed = Section("", [xfail], gap=False)
     # Skips and limitations first within their share; the failures get every line left.
-    shares = findings.fit([top, skipped, fixed],
-                          min(limit, (12 if bad else limit) + len(top.items[0])))
+    shares = findings.fit([top, skipped, fixed], min(limit, 8 + len(top.items[0])))
     budget = limit - len(shares) - 1
     failed = Section(f"failed, by spec rule ({plural(len(bad), 'rule')}):" if bad else "",
                      failure_items(bad, docs, budget) if bad else [],
