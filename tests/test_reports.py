@@ -573,3 +573,21 @@ def test_matrix_md_packs_families_and_splits_only_a_family_too_wide_alone():
     parts = markdown.split(table, 30, lambda cols: 10 * len(cols))
     assert parts[2:] == [(["size"], ["truncate-down", "truncate-down-up", "punch-hole"]),
                          (["size", "reclaim"], ["madv-remove", "drop-caches"])]
+
+
+def test_a_baseline_is_a_run_or_a_matrix_of_runs(tmp_path, two):
+    from conformance.reports import load_baseline
+
+    results.write(tmp_path / "run", two[1])
+    assert [d["kernel"]["release"] for d in load_baseline(tmp_path / "run")] == ["6.18.0"]
+    for d in two:  # pinhole matrix: OUT/<release>/results.json
+        results.write(tmp_path / "matrix" / d["kernel"]["release"], d)
+    assert [d["kernel"]["release"] for d in load_baseline(tmp_path / "matrix")] == ["6.1.0",
+                                                                                  "6.18.0"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no results.json"):
+        load_baseline(tmp_path / "empty")
+    # Kernels pair by release; a run of another release pairs with the only baseline.
+    assert diff.pairs(two, two[1:]) == [(two[1], two[1])]
+    assert diff.pairs(two[:1], two[1:]) == [(two[0], two[1])]
+    assert diff.pairs(two[:1], [two[1], two[0]]) == [(two[0], two[0])]
