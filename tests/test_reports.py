@@ -269,6 +269,9 @@ def test_write_all_and_summary(tmp_path, two):
     assert "  rule: expected coherent, saw lost-write: zeros <after> remount" in md
     assert "## Against the baseline 6.1.0 x86_64 (2023-11-14 22:13:20 UTC), for 6.1.0" in md
     assert md.count("## Against the baseline") == 1
+    two[1]["environment"] = {"spec": "debian:6.18", "package": "6.18.0-1", "accelerator": "kvm"}
+    assert "- 6.18.0 x86_64 (debian:6.18, 6.18.0-1, kvm): FAIL (exit 1): 11 cases: " \
+        in mail.render(two)
     assert "- 2 io_uring cases (6.1.0: 1, 6.18.0: 1): needs root: loop devices" in md
     text = summary(two)
     assert "pinhole: 6.1.0 x86_64: FAIL (exit 1)" in text

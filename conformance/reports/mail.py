@@ -12,18 +12,25 @@ LINES = 80
 WIDTH = 100
 
 
+def origin(doc: dict) -> str:
+    """Where a VM's kernel came from: ' (debian:6.12, 6.12.118-1, tcg)'; '' on the host."""
+    env = doc.get("environment") or {}
+    said = [str(env[k]) for k in ("spec", "package", "accelerator") if env.get(k)]
+    return f" ({', '.join(said)})" if said else ""
+
+
 def kernel_lines(docs: list[dict]) -> list[str]:
     if len(docs) == 1:
         doc = docs[0]
         k = doc["kernel"]
         return [*wrap(f"kernel: {k.get('release', '?')} ({k.get('version', '?')}), "
-                      f"{k.get('machine', '?')}", WIDTH, "- ", "  "),
+                      f"{k.get('machine', '?')}{origin(doc)}", WIDTH, "- ", "  "),
                 *wrap(f"run: {about.run(doc)}", WIDTH, "- ", "  "),
                 *wrap(f"result: {findings.run_word(doc)}: {findings.totals_line(doc['cases'])}",
                       WIDTH, "- ", "  ")]
     return [line for doc in docs for line in wrap(
-        f"{about.kernel(doc)}: {findings.run_word(doc)}: {findings.totals_line(doc['cases'])}",
-        WIDTH, "- ", "  ")]
+        f"{about.kernel(doc)}{origin(doc)}: {findings.run_word(doc)}: "
+        f"{findings.totals_line(doc['cases'])}", WIDTH, "- ", "  ")]
 
 
 def per_kernel(group: findings.Group, docs: list[dict]) -> str:
