@@ -30,8 +30,9 @@ class UsageError(Exception):
 
 
 def dimension_args(args: argparse.Namespace) -> list[str]:
-    """--pin, --backing, ... checked against the vocabulary, as pytest options."""
+    """--pin, --backing, ..., --shard and --kernel-view, checked, as pytest options."""
     shard = [f"--shard={args.shard}"] if args.shard else []
+    shard += ["--kernel-view"] if args.kernel_view else []
     try:
         return shard + [f"--{d}={','.join(names(d, getattr(args, d)))}" for d in VOCABULARY
                         if getattr(args, d)]
@@ -44,11 +45,13 @@ def add_dimensions(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{d}", action="append", default=[], metavar="NAME",
                        help=f"only these {d} values: {', '.join(VOCABULARY[d])}")
     p.add_argument("--shard", metavar="K/N", help="only the K-th of N slices of the cases")
+    p.add_argument("--kernel-view", action="store_true", help="add the kernel-view check: "
+                   "which folio each pin holds, read by drgn (needs the kernel's debug info)")
 
 
 # What a run writes into --out: removed when the directory is reused, nothing else is.
-RUN_FILES = ("results.json", "results.json.tmp", results.PROGRESS, "junit.xml", "matrix.md",
-             "matrix.html", "results.ktap", "kcidb.json", "guest.json")
+RUN_FILES = ("results.json", "results.json.tmp", results.PROGRESS, *reports.FILES,
+             "kcidb.json", "guest.json")
 LOCK = ".pinhole.lock"
 # After Ctrl-C or SIGTERM, how long pytest gets to write its partial results.
 STOP_GRACE = 20.0
@@ -175,7 +178,7 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     # -n only while xdist is loaded: pytest -p no:xdist does not know the option.
     jobs = [] if xdist_disabled(pytest_args) else ["-n", args.jobs]
     cmd = [sys.executable, "-m", "pytest", str(CASES), *jobs, f"--pinhole-out={out}",
-           "--junitxml", str(out / "junit.xml"), *selection,
+           *selection,
            *[f"--spec={os.path.abspath(s)}" for s in args.spec], *pytest_args]
     code, stopped = run_pytest(cmd)
     doc_path = out / "results.json"
@@ -192,7 +195,7 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         return results.EXIT_USAGE if code == 4 else results.EXIT_HARNESS
     doc = results.load(doc_path)
     written = reports.write_all(out, [doc], baseline)
-    print(f"pinhole: results in {out}/: results.json junit.xml "
+    print(f"pinhole: results in {out}/: results.json "
           f"{' '.join(p.name for p in written)}")
     # pytest's 1 is a failed test, recorded or not (a control, a broken fixture): never a pass.
     return results.EXIT_FAIL if code == 1 else results.run_exit(doc)

@@ -392,7 +392,8 @@ class Spec:
             except UnicodeDecodeError as e:
                 raise SpecError(f"{f}: not UTF-8 text (byte {e.start}): a spec file is TOML, "
                                 "which is UTF-8") from None
-            entries += parse(text, str(f), source)
+            # Built-in entries are named as in the source tree: short, and the same everywhere.
+            entries += parse(text, f"spec/{f.name}" if source == 0 else str(f), source)
         spec = cls(entries)
         if universe is not None:
             spec.validate(universe)

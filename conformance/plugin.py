@@ -20,6 +20,7 @@ from .checks import OPT_IN
 from .dimensions import VOCABULARY, UnknownName, cells, names, parse_case, universe
 from .expectations import Spec, SpecError
 from .model import Case, Cell, Result
+from .reports import terminal
 from .runner import run_cell
 from .running_kernel import running
 from .worker import Worker
@@ -274,11 +275,15 @@ class Controller:
         self.progress = (results.Progress(Path(out), running().as_dict(), self.started)
                          if out else None)
         self.planned: int | None = None
+        self.terminal: terminal.Terminal | None = None
+        self.doc: dict | None = None
 
     def record(self, rec: dict) -> None:
         self.cases[rec["id"]] = rec
         if self.progress:
             self.progress.record(rec)
+        if self.terminal:
+            self.terminal.record(rec)
 
     def ids(self, param: str) -> list[str]:
         return self.members.get(param, [param])
@@ -297,6 +302,12 @@ class Controller:
             self.planned = self.plan.planned + controls
             if self.progress:
                 self.progress.planned(self.planned)
+            if self.terminal and self.planned:  # pinhole's own tests plan no case
+                controls_ = [{"id": i, "pin": results.CONTROL} for i in map(param_id_of, nodeids)
+                             if i and results.is_control(i)]
+                self.terminal.plan([*controls_, *self.plan.skipped, *(
+                    {"id": c.id, "pin": c.pin, "backing": c.backing}
+                    for cell in self.plan.cells for c in cell.cases)])
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if session.items:  # under xdist the controller collects nothing; its workers do
@@ -307,8 +318,14 @@ class Controller:
         self.count(ids)
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        for rec in self.plan.skipped:
-            self.record(rec)
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter:
+            self.terminal = terminal.Terminal(reporter.write_line,
+                                              self.config.option.verbose, reporter.isatty)
+        for rec in self.plan.skipped:  # the terminal has them from its plan
+            self.cases[rec["id"]] = rec
+            if self.progress:
+                self.progress.record(rec)
         workers = self.config.getoption("numprocesses", None) or 1
         hugetlb = {c.first.backing for c in self.plan.cells} & {"memfd-hugetlb", "hugetlbfs"}
         if hugetlb:
@@ -341,22 +358,33 @@ class Controller:
                                                "case ran"))
         if self.progress:
             self.progress.close()
+        doc = results.document(list(self.cases.values()), running().as_dict(),
+                               probe.probe(), self.started, time.time())
+        short = self.planned is not None and len(self.cases) < self.planned
+        if interrupted or short:
+            what = (f"the run was stopped ({stop})" if isinstance(stop, str)
+                    else "the run was interrupted")
+            done = len(self.cases) - len(cut_off)
+            doc["incomplete"] = results.incomplete_text(what, done, self.planned, cut_off)
+            doc["cut_off"], doc["planned"] = cut_off, self.planned
+        self.doc = doc
         out = self.config.getoption("pinhole_out")
         if out:
-            doc = results.document(list(self.cases.values()), running().as_dict(),
-                                   probe.probe(), self.started, time.time())
-            short = self.planned is not None and len(self.cases) < self.planned
-            if interrupted or short:
-                what = (f"the run was stopped ({stop})" if isinstance(stop, str)
-                        else "the run was interrupted")
-                done = len(self.cases) - len(cut_off)
-                doc["incomplete"] = results.incomplete_text(what, done, self.planned, cut_off)
-                doc["cut_off"], doc["planned"] = cut_off, self.planned
             results.write(Path(out), doc)
+            if "incomplete" not in doc and self.progress:
+                self.progress.remove()  # what it kept for a run that dies is in results.json
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        if not self.cases:
+        if not self.cases or not self.doc or not self.terminal:
             return
         terminalreporter.section("pinhole summary")
-        for line in results.summary(list(self.cases.values())):
+        for line in self.terminal.summary(self.doc):
             terminalreporter.write_line(line)
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
+    """A cell's or control's item shows no letter unless -v: the controller prints progress
+    by pin and backing instead."""
+    if param_id_of(report.nodeid):
+        return terminal.teststatus(report, config.option.verbose)
+    return None

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 
 from .model import VERDICTS, Case, Result
 
-SCHEMA = "pinhole/1"
+SCHEMA = "pinhole/2"
+# pinhole/1 stored every record in full; load() reads both.
+READABLE = ("pinhole/1", SCHEMA)
 
 # kselftest's codes for a run; 2 is a usage error (like argparse) and 125 means the
 # harness itself could not run, so neither is mistaken for a kernel verdict.
@@ -91,9 +94,67 @@ def write_atomic(path: Path, text: str) -> Path:
     return path
 
 
+# A record's fields after its id, with the value a stored record leaves out.
+DEFAULTS = {"verdict": None, "outcome": None, "expected": None, "reason": "", "errno": None,
+            "detail": "", "dmesg": "", "taint": "", "spec": [], "duration_s": 0.0}
+DIMENSIONS = [f.name for f in fields(Case)]
+
+
+def dimensions_of(case_id: str) -> dict[str, str]:
+    parts = case_id.split(".")
+    if len(parts) != len(DIMENSIONS):
+        raise ValueError(f"not a case id: {case_id}")
+    return dict(zip(DIMENSIONS, parts, strict=True))
+
+
+def pack(doc: dict) -> dict:
+    """results.json as stored, each thing written once: a rule's reason once in `rules`,
+    cases known to skip once per reason in `skipped`, no field that is empty or that the
+    case id already says. load() gives back every record in full."""
+    rules: dict[str, str] = {}
+    skipped: dict[str, list[str]] = {}
+    cases = []
+    for c in doc["cases"]:
+        control_ = c["pin"] == CONTROL
+        rec = {k: v for k, v in c.items() if k == "id" or (
+            v not in ("", None, [], 0.0) and (control_ or k not in DIMENSIONS))}
+        if rec["verdict"] == "skip" and rec.keys() <= {"id", "verdict", "reason"}:
+            skipped.setdefault(rec["reason"], []).append(rec["id"])
+            continue
+        if c["spec"] and rules.setdefault(c["spec"][-1], c["reason"]) == c["reason"]:
+            rec.pop("reason", None)
+        if "duration_s" in rec:
+            rec["duration_s"] = round(rec["duration_s"], 5)
+        cases.append(rec)
+    body = {k: v for k, v in doc.items() if k != "cases"}
+    return {**body, "schema": SCHEMA, "rules": rules,
+            "skipped": [{"reason": r, "ids": ids} for r, ids in skipped.items()], "cases": cases}
+
+
+def unpack(stored: dict) -> dict:
+    """Every record in full, in id order, as the run made them."""
+    if stored.get("schema") == "pinhole/1":
+        return stored
+    rules = stored.get("rules", {})
+    cases = []
+    for rec in stored["cases"]:
+        dims = {} if rec.get("pin") == CONTROL else dimensions_of(rec["id"])
+        full = {"id": rec["id"], **dims, **DEFAULTS, **{k: v for k, v in rec.items()
+                                                        if k != "id"}}
+        if "reason" not in rec and full["spec"]:
+            full["reason"] = rules.get(full["spec"][-1], "")
+        cases.append(full)
+    for group in stored.get("skipped", []):
+        cases += [{"id": i, **dimensions_of(i), **DEFAULTS, "verdict": "skip",
+                   "reason": group["reason"]} for i in group["ids"]]
+    body = {k: v for k, v in stored.items() if k not in ("rules", "skipped", "cases")}
+    return {**body, "cases": sorted(cases, key=lambda c: c["id"])}
+
+
 def write(out: Path, doc: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    return write_atomic(out / "results.json", json.dumps(doc, indent=1) + "\n")
+    return write_atomic(out / "results.json",
+                        json.dumps(pack(doc), separators=(",", ":")) + "\n")
 
 
 PROGRESS = "progress.jsonl"
@@ -129,6 +190,9 @@ class Progress:
 
     def close(self) -> None:
         self._f.close()
+
+    def remove(self) -> None:
+        Path(self._f.name).unlink(missing_ok=True)
 
 
 def recover(out: Path) -> tuple[list[dict], list[str]]:
@@ -196,9 +260,9 @@ def incomplete_text(what: str, done: int, planned: int | None, cut_off: list[str
 
 def load(path: Path) -> dict:
     doc = json.loads(path.read_text())
-    if doc.get("schema") != SCHEMA:
+    if doc.get("schema") not in READABLE:
         raise ValueError(f"{path}: not a pinhole results file (schema {doc.get('schema')!r})")
-    return doc
+    return unpack(doc)
 
 
 def summary(cases: list[dict], limit: int = 20) -> list[str]:

@@ -7,17 +7,17 @@ from pathlib import Path
 
 from .. import results
 from ..results import write_atomic as write
-from . import diff, html, kcidb, ktap, mail, markdown, merge, terminal
+from . import diff, html, junit, kcidb, ktap, mail, markdown, merge, terminal
 
 __all__ = ["FILES", "diff", "load_baseline", "merge", "summary", "write_all"]
 
 # What write_all() writes, in its order: what a reused --out directory must clear.
-FILES = ("summary.md", "matrix.md", "matrix.html", "results.ktap", "kcidb.json.gz")
+FILES = ("summary.md", "matrix.md", "matrix.html", "results.ktap", "junit.xml", "kcidb.json.gz")
 
 
 def write_all(out: Path, docs: list[dict], baseline: list[dict] | None = None) -> list[Path]:
     """FILES in out: summary.md (with what changed since baseline, when given), matrix.md,
-    matrix.html, results.ktap (one subtest per kernel when several) and a validated
+    matrix.html, results.ktap (one subtest per kernel when several), junit.xml and a validated
     kcidb.json.gz (one checkout and build per kernel)."""
     out.mkdir(parents=True, exist_ok=True)
     sub = kcidb.validate(kcidb.build_all(docs))
@@ -27,6 +27,7 @@ def write_all(out: Path, docs: list[dict], baseline: list[dict] | None = None) -
         write(out / "matrix.html", html.render(docs)),
         write(out / "results.ktap", ktap.render(docs[0]) if len(docs) == 1
               else ktap.render_many(docs)),
+        write(out / "junit.xml", junit.render(docs)),
         write_bytes(out / "kcidb.json.gz", kcidb.dump(sub)),
     ]
     # A plain kcidb.json of an older run in the same directory would say something else.
