@@ -109,3 +109,13 @@ def test_filtered_to_failures_pins_without_any_are_gone_whole(page):
     rows = re.findall(r"<tr data-backing[^>]*>.*?</tr>", dom)
     assert rows and all(("v-fail" in r or "v-error" in r)
                         == ("hidden" not in r[:r.index(">")]) for r in rows)
+
+
+def test_a_case_in_the_address_opens_its_checks(page):
+    path, tmp = page
+    case = "io_uring.ext4.shared.rw.written.truncate-down.file-to-pin"
+    dom = chromium(path, f"#case={case}", tmp, "--dump-dom")
+    panel = re.search(r'<div id="panel">(.*?)</div>', dom, re.S)
+    assert panel, "the panel is open"
+    assert f"<h3>{case}</h3>" in panel.group(1)
+    assert "<dt>outcome</dt><dd>stale-cache</dd>" in panel.group(1)

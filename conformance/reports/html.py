@@ -174,12 +174,14 @@ document.querySelectorAll('#filters select, #filters input')
   .forEach(e => e.addEventListener('change', apply));
 $('only-failures').onclick = () => only(['fail', 'error']);
 $('everything').onclick = () => only(Object.keys(data.symbols));
-// matrix.html#failures opens filtered to failures; #verdict=fail,xfail to those verdicts.
+// matrix.html#failures opens filtered to failures; #verdict=fail,xfail to those verdicts;
+// #case=ID (or #case=ID k2) at that case's checks, so a mail can point at one.
 function fromHash() {
   const hash = decodeURIComponent(location.hash.slice(1));
   if (hash === 'failures') only(['fail', 'error']);
   else if (hash.startsWith('verdict=')) only(hash.slice(8).split(','));
   else apply();
+  if (hash.startsWith('case=')) reveal(hash.slice(5));
 }
 window.addEventListener('hashchange', fromHash);
 fromHash();
@@ -244,7 +246,8 @@ def legend() -> str:
             f"and what they saw: {outcomes}. Column {grid.PIN_COLUMN}: the admission and zeropage "
             "checks; mutation columns: file-to-pin and pin-to-file after that mutation. A blue "
             "frame marks a cell where the kernels differ. Click a cell for its checks; "
-            '<a href="#failures">#failures</a> in the address shows only what failed.</p>')
+            '<a href="#failures">#failures</a> in the address shows only what failed, '
+            "#case=ID opens that case's checks.</p>")
 
 
 def section(table: grid.Table, docs: list[dict], cells: list[list], strings: Strings) -> str:
