@@ -9,7 +9,9 @@ validation/overlays/<name>.toml), and the kernel's own selftests gup_longterm an
 from the same tree. The base kernel runs every mutant's selection: it must pass them all,
 or a kill proves nothing.
 
-Writes validation/results.json and the table between the validation markers in README.md.
+Writes validation/results.json and the table between the validation markers in README.md;
+the file's `kernel_view` block, written by validation/kernelview.py (the kernel's own view of
+the pins against these user-space outcomes), is kept as it is.
 """
 
 from __future__ import annotations
@@ -236,6 +238,9 @@ def main() -> int:
     ordered = [rows[n] for n in ["base", *(m.name for m in every)] if n in rows]
     report = {"source": args.source, "started": started, "seconds": round(time.time() - started),
               "machine": platform.node(), "rows": ordered}
+    # validation/kernelview.py's block (the kernel view against user space) is its own.
+    if RESULTS.exists() and "kernel_view" in (old := json.loads(RESULTS.read_text())):
+        report["kernel_view"] = old["kernel_view"]
     RESULTS.write_text(json.dumps(report, indent=1) + "\n")
     text = table(ordered)
     update_readme(text)
