@@ -11,9 +11,9 @@ compare arms only within one run. Load averages are recorded before and after ev
 In each VM, one after another:
   micro    a small C program: a syscall, a page fault (4 KiB and THP), mmap+touch+munmap,
            fork+wait, a 4 KiB pwrite, write+fsync on the 9p output directory, a CPU loop;
-  python   interpreter start (-S, plain), `import pytest`, `import conformance.plugin`, and
-           pytest's collection of the selection;
-  mkfs     mkfs.ext4 of a 64 MiB image in the guest's tmpfs;
+  python   with --probes (first round only): interpreter start (-S, plain),
+           `import conformance.plugin`, pytest's collection of the selection, how many
+           imported modules have no bytecode, and mkfs.ext4 of a 64 MiB image;
   run      the selection, as pinhole matrix runs it (python -m conformance.guest); its
            results.json gives the time inside cases and the harness's time around them.
 With --perf, the run is sampled with perf (cpu-clock, all CPUs) where the guest has perf, and
@@ -62,9 +62,13 @@ ARMS: dict[str, dict] = {
     "thp-never": {"append": ["transparent_hugepage=madvise"]},
     "cpus1": {"append": [], "cpus": 1},
     "cpus2-n2": {"append": [], "cpus": 2, "pytest": ["-n", "2"]},
-    "cpus1-nosync": {"append": [], "cpus": 1, "env": {"PINHOLE_BENCH_NOSYNC": "1"}},
-    "nosync": {"append": [], "env": {"PINHOLE_BENCH_NOSYNC": "1"}},
-    "pycache": {"append": [], "env": {"PYTHONPYCACHEPREFIX": "/tmp/tcgw/pyc"}},
+    # progress.jsonl fsynced after every line (pinhole's behaviour before), or never.
+    "sync": {"append": [], "env": {"PINHOLE_SYNC_PROGRESS": "1"}},
+    "nosync": {"append": [], "env": {"PINHOLE_SYNC_PROGRESS": "0"}},
+    # Bytecode for every module, compiled on the host into a prefix (the guest's root is
+    # read-only and the project's own modules have none when PYTHONDONTWRITEBYTECODE is set).
+    "pycache": {"append": [], "pycache": True},
+    "profile": {"append": [], "profile": True},
 }
 
 MICRO_C = r"""
@@ -175,26 +179,33 @@ def guest_mkfs() -> float:
         os.unlink(image)
 
 
-def guest_main(out: Path, micro: str, perf: bool, selection: list[str]) -> int:
+def guest_main(out: Path, micro: str, perf: bool, probes: bool, profile: bool,
+               selection: list[str]) -> int:
     report: dict = {"cmdline": Path("/proc/cmdline").read_text().split(),
                     "nproc": os.cpu_count(),
                     "mounts_9p": [line for line in Path("/proc/mounts").read_text().splitlines()
                                   if " 9p " in line],
-                    "uptime_at_start_s": float(Path("/proc/uptime").read_text().split()[0])}
+                    "uptime_at_start_s": float(Path("/proc/uptime").read_text().split()[0]),
+                    "modules_loaded": sorted(line.split()[0] for line in
+                                             Path("/proc/modules").read_text().splitlines())
+                                      if Path("/proc/modules").exists() else []}
     if micro:
         run = subprocess.run([micro, str(out)], capture_output=True, text=True)
         with contextlib.suppress(ValueError):
             report["micro"] = json.loads(run.stdout)
-    report["python"] = guest_python(selection)
-    report["mkfs_s"] = guest_mkfs()
+    if probes:
+        report["python"] = guest_python(selection)
+        report["mkfs_s"] = guest_mkfs()
     kdir = out / "run"
     kdir.mkdir(exist_ok=True)
-    argv = [sys.executable, "-m", "conformance.guest", str(kdir), *selection]
+    argv = [sys.executable, *(["-m", "cProfile", "-o", str(out / "guest.prof")] if profile
+                              else []), "-m", "conformance.guest", str(kdir), *selection]
     perf_bin = shutil.which("perf", path="/usr/bin:/usr/sbin")
     if perf and perf_bin:
         argv = [perf_bin, "record", "-a", "-e", "cpu-clock", "-F", "499", "-g", "-o",
                 "/tmp/perf.data", "--", *argv]
     start = time.perf_counter()
+    report["run_started_at"] = time.time()
     subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ROOT),
                    env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     report["run_s"] = round(time.perf_counter() - start, 2)
@@ -232,6 +243,25 @@ def build_micro(where: Path) -> Path | None:
     return binary
 
 
+def pycache_prefix() -> Path:
+    """A PYTHONPYCACHEPREFIX with bytecode of the project, the standard library and every
+    site directory, compiled on the host (incremental: seconds once it exists)."""
+    import sysconfig
+
+    from conformance import vm
+
+    prefix = vm.cache_root() / "vm" / "pycache"
+    dirs = [ROOT / "conformance", ROOT / "cases", ROOT / "benchmarks",
+            Path(sysconfig.get_paths()["stdlib"]),
+            *(Path(p) for p in sys.path if p.endswith(("site-packages", "dist-packages")))]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", "-x",
+                    r"/(test|tests|idlelib|lib2to3)/", *map(str, dirs)],
+                   env={**env, "PYTHONPYCACHEPREFIX": str(prefix)},
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return prefix
+
+
 def arm_of(name: str) -> dict:
     if name.startswith("kernel:"):
         return {"append": [], "kernel": name.removeprefix("kernel:")}
@@ -246,14 +276,19 @@ def arm_of(name: str) -> dict:
 
 
 def run_arm(kernel, name: str, arm: dict, selection: list[str], accel: str, micro: Path | None,
-            perf: bool, timeout: float) -> dict:
+            perf: bool, probes: bool, timeout: float) -> dict:
     from conformance import multikernel, results, vm
 
     with tempfile.TemporaryDirectory(prefix="tcg-bench-", dir=vm.cache_root() / "vm") as tmp:
         out = Path(tmp)
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in arm.get("env", {}).items())
+        env_vars = dict(arm.get("env", {}))
+        if arm.get("pycache"):
+            env_vars["PYTHONPYCACHEPREFIX"] = str(pycache_prefix())
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in env_vars.items())
         argv = [sys.executable, str(ROOT / "benchmarks" / "tcg.py"), "--guest", str(out),
-                "--micro", str(micro or ""), *(["--perf"] if perf else []), "--",
+                "--micro", str(micro or ""), *(["--perf"] if perf else []),
+                *(["--probes"] if probes else []),
+                *(["--profile"] if arm.get("profile") else []), "--",
                 *selection, *arm.get("pytest", [])]
         shell = f"cd {shlex.quote(str(ROOT))} && {env} exec {shlex.join(argv)}"
         before = load()
@@ -268,6 +303,10 @@ def run_arm(kernel, name: str, arm: dict, selection: list[str], accel: str, micr
                "vm_run_s": round(res.run_seconds, 1), "load_before": before, "load_after": load()}
         with contextlib.suppress(FileNotFoundError, ValueError):
             row["guest"] = json.loads((out / "guest-bench.json").read_text())
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            row["guest_json"] = json.loads((out / "run" / "guest.json").read_text())
+        if (out / "guest.prof").exists():
+            row["profile"] = profile_summary(out / "guest.prof")
         with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
             doc = results.load(out / "run" / "results.json")
             cases = doc["cases"]
@@ -277,7 +316,16 @@ def run_arm(kernel, name: str, arm: dict, selection: list[str], accel: str, micr
             for c in cases:
                 verdicts[c["verdict"]] = verdicts.get(c["verdict"], 0) + 1
             run_s = row["guest"]["run_s"]
-            row["cases"] = {"n": len(cases), "verdicts": verdicts,
+            t0 = row["guest"].get("run_started_at")
+            # Before the first case: interpreter, imports, spec, collection; the session: the
+            # cases and pytest's work around each; after: results and reports.
+            phases = {} if t0 is None else {
+                "startup_s": round(doc["started"] - t0, 2),
+                "session_s": round(doc["finished"] - doc["started"], 2),
+                "after_s": round(t0 + run_s - doc["finished"], 2),
+                "harness_per_case_ms": round((doc["finished"] - doc["started"] - inside)
+                                             / max(len(cases), 1) * 1000, 1)}
+            row["cases"] = {"n": len(cases), "verdicts": verdicts, **phases,
                             "inside_s": round(inside, 2),
                             "per_case_ms": round(run_s / max(len(cases), 1) * 1000, 1),
                             "inside_per_case_ms": round(inside / max(len(cases), 1) * 1000, 1),
@@ -287,6 +335,19 @@ def run_arm(kernel, name: str, arm: dict, selection: list[str], accel: str, micr
         if res.outcome != "ok":
             row["console_tail"] = res.console_tail[-3000:]
         return row
+
+
+def profile_summary(path: Path, top: int = 40) -> list[list]:
+    """The guest run's functions by cumulative seconds (pinhole's, pytest's and pluggy's),
+    with their call counts: where the time goes between the cases."""
+    import pstats
+
+    stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    rows = []
+    for (file, line, name), (_, calls, _, cum, _) in stats.items():
+        if any(part in file for part in ("conformance", "_pytest", "pluggy", "cases", "xdist")):
+            rows.append([round(cum, 2), calls, f"{'/'.join(Path(file).parts[-2:])}:{line}({name})"])
+    return sorted(rows, reverse=True)[:top]
 
 
 def summary(rows: list[dict]) -> str:
@@ -331,13 +392,17 @@ def main() -> int:
     parser.add_argument("--accel", default="tcg")
     parser.add_argument("--perf", action="store_true")
     parser.add_argument("--no-micro", action="store_true")
+    parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--probes", action="store_true",
+                        help="also time interpreter start, imports, collection and mkfs")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "tcg-results.json"))
     parser.add_argument("--guest", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--micro", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.guest:
-        return guest_main(Path(args.guest), args.micro, args.perf, selection)
+        return guest_main(Path(args.guest), args.micro, args.perf, args.probes, args.profile,
+                          selection)
     from conformance import debian
 
     selection = selection or QUICK
@@ -354,7 +419,7 @@ def main() -> int:
                 arm = arm_of(name)
                 k = debian.resolve(arm["kernel"]) if arm.get("kernel") else kernel
                 row = run_arm(k, name, arm, selection, args.accel, micro, args.perf,
-                              args.timeout)
+                              args.probes and rnd == 1, args.timeout)
                 row["round"] = rnd
                 rows.append(row)
                 print(summary([row]).splitlines()[1], flush=True)

@@ -149,6 +149,13 @@ def progress_needs_sync(out: Path, mounts: str | None = None) -> tuple[bool, str
     return False, "the output directory is on uncached 9p: each write reaches the host"
 
 
+def _uptime() -> float | None:
+    try:
+        return round(float(Path("/proc/uptime").read_text().split()[0]), 2)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def main(argv: list[str]) -> int:
     out, pytest_args = Path(argv[0]), argv[1:]
     # progress.jsonl must survive a panic of this kernel; the caller may force fsync either way.
@@ -162,12 +169,19 @@ def main(argv: list[str]) -> int:
     else:
         os.environ.pop(results.SYNC_ENV, None)
     os.environ[IN_GUEST] = "1"
+    # Where the guest's time goes before pytest (benchmarks/tcg.py reads it): seconds since
+    # boot when this interpreter was ready, loading drivers, making the scratch filesystem.
+    seconds = {"uptime_at_main": _uptime()}
+    start = time.monotonic()
     modules = load_modules()
+    seconds["modules"] = round(time.monotonic() - start, 2)
+    start = time.monotonic()
     with scratch() as (where, how):
+        seconds["scratch"] = round(time.monotonic() - start, 2)
         os.environ["PINHOLE_SCRATCH"] = where
         # Written first: its presence tells the host the guest came up, should the kernel die.
         guest = {"modules": modules, "scratch": how, "progress_fsync": sync,
-                 "progress_fsync_why": why,
+                 "progress_fsync_why": why, "seconds": seconds,
                  "vmlinux": os.environ.get(VMLINUX_ENV)}  # for the kernel view, if known
         (out / GUEST_FILE).write_text(json.dumps(guest, indent=1) + "\n")
         import pytest
