@@ -4,7 +4,7 @@
 #   ci/steps.sh host K/N              shard K of N of the cases on the runner's own kernel
 #   ci/steps.sh kernel SPEC K/N       shard K of N on a Debian kernel in a VM (TCG without KVM)
 #   ci/steps.sh merge                 merge every shard under results/ into results/merged
-#   ci/steps.sh submit                submit results/merged/kcidb.json to KernelCI when
+#   ci/steps.sh submit                submit results/merged/kcidb.json.gz to KernelCI when
 #                                     KCIDB_PROJECT, KCIDB_TOPIC and credentials are set;
 #                                     otherwise validate it (a dry run)
 # DRY_RUN=1 prints each command instead of running it. SELECTION narrows the matrix.
@@ -46,11 +46,11 @@ merge)
     run $PINHOLE report $dirs --out results/merged || rc=$?
     verdict $rc ;;
 submit)
-    run .venv/bin/python -c 'import json, sys; from conformance.reports import kcidb
-kcidb.validate(json.load(open(sys.argv[1])))' results/merged/kcidb.json
+    run .venv/bin/python -c 'import sys; from pathlib import Path; from conformance.reports import kcidb
+kcidb.validate(kcidb.load(Path(sys.argv[1])))' results/merged/kcidb.json.gz
     if [ -n "${KCIDB_PROJECT:-}" ] && [ -n "${KCIDB_TOPIC:-}" ]; then
-        run .venv/bin/kcidb-submit -p "$KCIDB_PROJECT" -t "$KCIDB_TOPIC" \
-            < results/merged/kcidb.json
+        gzip -dc results/merged/kcidb.json.gz | run .venv/bin/kcidb-submit \
+            -p "$KCIDB_PROJECT" -t "$KCIDB_TOPIC"
     else
         echo "dry run: kcidb.json is valid; set KCIDB_PROJECT and KCIDB_TOPIC to submit"
     fi ;;

@@ -59,13 +59,65 @@ STOP_GRACE = 20.0
 CREATED: list[Path] = []
 
 
+RUNS = Path("pinhole-runs")
+KEEP_ENV = "PINHOLE_KEEP_RUNS"
+KEEP_DEFAULT = 10
+
+
+def keep_runs() -> int:
+    text = os.environ.get(KEEP_ENV, str(KEEP_DEFAULT))
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"{KEEP_ENV}={text!r}: give how many runs to keep under {RUNS}/, "
+                         "a whole number of at least 1")
+    return int(text)
+
+
+def prune_runs(keep: int) -> list[Path]:
+    """Remove all but the newest `keep` runs under ./pinhole-runs: only directories a pinhole
+    run made (they hold its lock file), never one whose run still holds the lock."""
+    runs = sorted((p for p in RUNS.glob("*") if (p / LOCK).exists()), key=lambda p: p.name)
+    gone = []
+    for old in runs[:-keep]:
+        fd = os.open(old / LOCK, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # still running
+        finally:
+            os.close(fd)
+        if remove_run(old):
+            gone.append(old)
+    return gone
+
+
+def ours(f: Path) -> bool:
+    return f.name in (*RUN_FILES, LOCK) or f.match("diff-*.txt")
+
+
+def remove_run(path: Path) -> bool:
+    """Remove what runs write in path and its kernels' subdirectories; anything else stays,
+    and so does its directory. True when the directory is gone."""
+    for sub in [p for p in path.iterdir() if p.is_dir() and not p.is_symlink()]:
+        remove_run(sub)
+    for f in path.iterdir():
+        if f.is_file() and ours(f):
+            f.unlink()
+    try:
+        path.rmdir()
+    except OSError:
+        return False
+    return True
+
+
 def out_dir(requested: str | None) -> Path:
-    """--out DIR, or a new directory per run under ./pinhole-runs."""
+    """--out DIR, or a new directory per run under ./pinhole-runs, of which the newest
+    PINHOLE_KEEP_RUNS (default 10) are kept."""
     if requested:
         path = Path(requested)
     else:
+        keep = keep_runs()
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = Path("pinhole-runs") / f"{stamp}-{running().release}"
+        path = RUNS / f"{stamp}-{running().release}"
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path}: exists and is not a directory")
     try:
@@ -78,6 +130,12 @@ def out_dir(requested: str | None) -> Path:
         probe_file.unlink()
     except OSError as e:
         raise UsageError(f"--out {path}: cannot write there: {e.strerror}") from None
+    if not requested:
+        (path / LOCK).touch()  # marks it a run's own directory before pruning the others
+        gone = prune_runs(keep)
+        if gone:
+            print(f"pinhole: removed {len(gone)} old run(s) under {RUNS}/ (keeping {keep}: "
+                  f"{KEEP_ENV})", file=sys.stderr)
     return path
 
 

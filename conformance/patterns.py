@@ -11,18 +11,33 @@ TAG = re.compile(rb"<([a-z0-9-]+):[0-9a-f]{8}>")
 @lru_cache(maxsize=64)  # a handful of tags and two page sizes: build each pattern once
 def fill(tag: str, length: int) -> bytes:
     """length bytes of '<tag:offset>' records; different tags never compare equal."""
-    out = bytearray()
-    while len(out) < length:
-        out += f"<{tag}:{len(out):08x}>".encode()
-    return bytes(out[:length])
+    record = len(f"<{tag}:{0:08x}>")
+    count = -(-length // record)
+    return "".join(f"<{tag}:{i * record:08x}>" for i in range(count)).encode()[:length]
+
+
+def _whole_pattern(data: bytes) -> str | None:
+    """The tag when data is one pattern, or a slice of one, as pages of a file written with
+    it are; found from its first record and checked with one comparison."""
+    m = TAG.search(data, 0, 64)
+    if not m:
+        return None
+    start = int(m[0][-9:-1], 16) - m.start()  # where data begins in the pattern
+    tag = m[1].decode()
+    if start < 0 or data != fill(tag, start + len(data))[start:]:
+        return None
+    return tag
 
 
 def describe(data: bytes) -> str:
     """'zeros', 'pattern "pin"', or a short note on mixed content."""
     if not data:
         return "nothing (past EOF)"
-    if not data.strip(b"\0"):
+    if data.count(0) == len(data):
         return "zeros"
+    whole = _whole_pattern(data)
+    if whole:
+        return f'pattern "{whole}"'
     tags = sorted({m.decode() for m in TAG.findall(data)})
     if len(tags) == 1 and 0 not in data:
         return f'pattern "{tags[0]}"'

@@ -59,6 +59,6 @@ def test_steps_run_for_real(tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
     r = steps(tree, "merge")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert (tree / "results" / "merged" / "kcidb.json").exists()
+    assert (tree / "results" / "merged" / "kcidb.json.gz").exists()
     r = steps(tree, "submit", KCIDB_PROJECT="", KCIDB_TOPIC="")
     assert r.returncode == 0 and "dry run: kcidb.json is valid" in r.stdout, r.stdout + r.stderr

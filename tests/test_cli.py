@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from conformance import results
+from conformance.reports import kcidb
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -70,20 +73,18 @@ def test_controls_are_recorded_in_every_report(tmp_path):
     out = tmp_path / "out"
     r = pinhole("run", "--out", str(out), *NARROW)
     assert r.returncode in (0, 3), r.stdout + r.stderr
-    doc = json.loads((out / "results.json").read_text())
+    doc = results.load(out / "results.json")
     controls = {c["id"]: c for c in doc["cases"] if c["pin"] == "control"}
     assert set(controls) == CONTROLS
     ktap = (out / "results.ktap").read_text()
-    kcidb = {t["path"] for t in json.loads((out / "kcidb.json").read_text())["tests"]}
+    kcidb_ = {t["path"] for t in kcidb.load(out / "kcidb.json.gz")["tests"]}
     for control in CONTROLS:
-        assert f" {control}" in ktap and control in kcidb
+        assert f" {control}" in ktap and control in kcidb_
     assert "## control" in (out / "matrix.md").read_text()
     assert "control" in (out / "matrix.html").read_text()
-    junit = (out / "junit.xml").read_text()
-    assert "NOTSET" not in junit
-    props = [p.get("value") for p in ET.fromstring(junit).iter("property")
-             if p.get("name") == "pinhole"]
-    assert props and all(json.loads(v)["id"] for v in props)
+    junit = ET.fromstring((out / "junit.xml").read_text())
+    names = {f"{t.get('classname')}.{t.get('name')}" for t in junit.iter("testcase")}
+    assert names >= CONTROLS and not any("NOTSET" in n for n in names)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as nobody")
@@ -100,7 +101,7 @@ def run_as_nobody_without_memlock(out: Path) -> None:
     r = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", f"ulimit -l 0; {cmd}"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1, r.stdout + r.stderr
-    doc = json.loads((out / "results.json").read_text())
+    doc = results.load(out / "results.json")
     failed = {c["id"] for c in doc["cases"] if c["verdict"] == "fail"}
     assert failed == {"control.coherence.file-to-pin", "control.coherence.pin-to-file"}
     assert "not ok 1 control.coherence.file-to-pin" in (out / "results.ktap").read_text()
@@ -191,11 +192,11 @@ def test_pytest_options_pass_through(tmp_path):
     r = pinhole("run", "--out", str(tmp_path / "x"), "--spec", str(layer), *narrow, "-n", "0",
                 "-x", *cache)
     assert r.returncode == 1, r.stdout + r.stderr
-    doc = json.loads((tmp_path / "x" / "results.json").read_text())
+    doc = results.load(tmp_path / "x" / "results.json")
     assert doc["incomplete"].startswith("the run was stopped"), doc.get("incomplete")
     r = pinhole("run", "--out", str(tmp_path / "lf"), *narrow, "-n", "0", "--lf", *cache)
     assert r.returncode in (0, 3), r.stdout + r.stderr
-    doc = json.loads((tmp_path / "lf" / "results.json").read_text())
+    doc = results.load(tmp_path / "lf" / "results.json")
     assert [c["id"] for c in doc["cases"]] == ["io_uring.memfd.shared.rw.hole.none.admission"]
 
 
@@ -205,3 +206,31 @@ def test_xdist_disabled(args, off):
     from conformance.cli import xdist_disabled
 
     assert xdist_disabled(args) is off
+
+
+def test_old_runs_are_pruned_but_not_a_running_one_nor_foreign_files(tmp_path, monkeypatch):
+    import fcntl
+
+    from conformance import cli
+
+    monkeypatch.chdir(tmp_path)
+    runs = []
+    for stamp in ("20260101-000000", "20260102-000000", "20260103-000000", "20260104-000000"):
+        d = tmp_path / "pinhole-runs" / f"{stamp}-k"
+        (d / "6.12").mkdir(parents=True)
+        for f in (d / cli.LOCK, d / "results.json", d / "diff-a-b.txt", d / "6.12" / "matrix.md"):
+            f.write_text("")
+        runs.append(d)
+    (runs[1] / "notes.txt").write_text("the user's")  # not ours: stays, with its directory
+    held = os.open(runs[2] / cli.LOCK, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # a run still writing there
+    try:
+        gone = cli.prune_runs(1)
+    finally:
+        os.close(held)
+    assert [p.resolve() for p in gone] == [runs[0]] and not runs[0].exists()
+    assert sorted(p.name for p in runs[1].iterdir()) == ["notes.txt"]
+    assert (runs[2] / "results.json").exists() and (runs[3] / "results.json").exists()
+    monkeypatch.setenv(cli.KEEP_ENV, "none")
+    with pytest.raises(cli.UsageError, match="PINHOLE_KEEP_RUNS"):
+        cli.keep_runs()

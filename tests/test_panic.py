@@ -3,7 +3,6 @@ failure with the console's tail, and the next kernel still runs; a stopped or ki
 takes its VM with it. Boots Debian kernels under QEMU (minutes under TCG), so it runs only
 where they are already cached."""
 
-import json
 import os
 import shutil
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conformance import results
 from conformance.debian import cache_root
 from conformance.guest import PANIC_IN
 
@@ -43,7 +43,7 @@ def test_a_guest_panic_is_recorded_and_the_next_kernel_runs(tmp_path: Path) -> N
          "--pin=io_uring", "--backing=memfd", "--state=hole", "--mutation=none"],
         cwd=ROOT, env={**os.environ, PANIC_IN: VICTIM}, capture_output=True, text=True)
     assert r.returncode == 1, r.stdout + r.stderr
-    docs = [json.loads(p.read_text()) for p in sorted(out.glob("*/results.json"))]
+    docs = [results.load(p) for p in sorted(out.glob("*/results.json"))]
     assert len(docs) == 2, "the kernel after the panic must run too"
     for doc in docs:
         assert doc["environment"]["vm"] == "panic"

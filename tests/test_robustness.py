@@ -189,7 +189,7 @@ def test_a_stopped_run_reports_what_it_did(tmp_path: Path, scratch: Path, sig: i
     assert "INCOMPLETE: " in stdout, stdout
     doc = results.load(out / "results.json")
     assert doc["incomplete"] and len(doc["cases"]) >= 40
-    for name in ("results.ktap", "matrix.md", "matrix.html", "kcidb.json"):
+    for name in ("results.ktap", "matrix.md", "matrix.html", "summary.md"):
         assert "INCOMPLETE" in (out / name).read_text(), name
     wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
                              for p in descendants), 10)
