@@ -15,7 +15,6 @@ ffi.cdef(
     /* libc */
     void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset);
     int munmap(void *addr, size_t length);
-    int mprotect(void *addr, size_t length, int prot);
     int madvise(void *addr, size_t length, int advice);
     int fallocate(int fd, int mode, long offset, long len);
     int msync(void *addr, size_t length, int flags);
@@ -113,7 +112,6 @@ PROT_READ = 0x1
 PROT_WRITE = 0x2
 MAP_SHARED = 0x01
 MAP_PRIVATE = 0x02
-MAP_FIXED = 0x10
 MAP_ANONYMOUS = 0x20
 MAP_POPULATE = 0x8000
 MAP_FAILED = 2**64 - 1
@@ -150,7 +148,6 @@ IORING_OFF_CQ_RING = 0x8000000
 IORING_OFF_SQES = 0x10000000
 IORING_FEAT_SINGLE_MMAP = 1 << 0
 IORING_ENTER_GETEVENTS = 1 << 0
-IORING_OP_NOP = 0
 IORING_OP_READ_FIXED = 4
 IORING_OP_WRITE_FIXED = 5
 IORING_REGISTER_BUFFERS = 0

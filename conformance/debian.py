@@ -45,11 +45,9 @@ class KernelNotFound(LookupError):
 
 @dataclass(frozen=True)
 class Kernel:
-    spec: str
     release: str
     package_version: str | None
     vmlinuz: Path
-    modules_dir: Path | None
     config_path: Path | None
     # A kernel build tree: vng boots it directly and finds its modules there.
     build_dir: Path | None = None
@@ -303,11 +301,10 @@ def extract(debs: list[Path], dest: Path) -> None:
         raise
 
 
-def _from_tree(spec: str, root: Path, version: str | None) -> Kernel:
+def _from_tree(root: Path, version: str | None) -> Kernel:
     release = _find_release(root)
-    return Kernel(spec=spec, release=release, package_version=version,
+    return Kernel(release=release, package_version=version,
                   vmlinuz=root / "boot" / f"vmlinuz-{release}",
-                  modules_dir=root / "lib" / "modules" / release,
                   config_path=root / "boot" / f"config-{release}")
 
 
@@ -332,7 +329,7 @@ def from_path(spec: str, path: Path) -> Kernel:
         release_file = path / "include" / "config" / "kernel.release"
         release = (release_file.read_text().strip() if release_file.is_file()
                    else bzimage_release(image) or "unknown")
-        return Kernel(spec, release, None, image, None, path / ".config", build_dir=path)
+        return Kernel(release, None, image, path / ".config", build_dir=path)
     if not path.is_file():
         raise KernelNotFound(f"kernel {spec}: no such file or build tree")
     release = bzimage_release(path)
@@ -342,7 +339,7 @@ def from_path(spec: str, path: Path) -> Kernel:
     moddir = root / "lib" / "modules" / release
     config = next((c for c in (path.parent / f"config-{release}", moddir / "config")
                    if c.is_file()), None)
-    return Kernel(spec, release, None, path, moddir if moddir.is_dir() else None, config)
+    return Kernel(release, None, path, config)
 
 
 def resolve(spec: str, *, cache: Path | None = None, refresh: bool | None = None,
@@ -363,7 +360,7 @@ def resolve(spec: str, *, cache: Path | None = None, refresh: bool | None = None
     kernels = cache / "kernels"
     what = spec.removeprefix("debian:")
     if DEB_VERSION.match(what) and (kernels / what).is_dir():
-        return _from_tree(spec, kernels / what, what)
+        return _from_tree(kernels / what, what)
     apt = Apt(cache / "apt")
     apt.setup()
     if refresh or (refresh is None and apt.lists_age() > LISTS_MAX_AGE):
@@ -379,4 +376,4 @@ def resolve(spec: str, *, cache: Path | None = None, refresh: bool | None = None
         kernels.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".download.", dir=kernels) as tmp:
             extract(apt.download(build.packages(), build.version, Path(tmp)), dest)
-    return _from_tree(spec, dest, build.version)
+    return _from_tree(dest, build.version)

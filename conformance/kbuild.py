@@ -394,6 +394,6 @@ def build(source: str, patches: list[Path], *, cache: Path | None = None,
 def resolve(spec: str, patches: list[Path], cache: Path | None = None) -> Kernel:
     """debian.resolve() for debian-src: specs."""
     built = build(spec, patches, cache=cache)
-    return Kernel(spec=spec, release=built.release,
+    return Kernel(release=built.release,
                   package_version=f"{built.version} (source, build {built.key})",
-                  vmlinuz=built.bzimage, modules_dir=None, config_path=built.config)
+                  vmlinuz=built.bzimage, config_path=built.config)

@@ -29,7 +29,6 @@ TCG_ARGS = ("module_blacklist=kvm,kvm_amd,kvm_intel",)
 # makes a packaged kernel cheaper to emulate without touching what pinhole tests. See
 # benchmarks/tcg.py and the README's "TCG speed".
 FAST_BOOT_ARGS: tuple[str, ...] = ()
-FSDAX_APPEND = "memmap=512M!1G"
 KVM_PROBE_TIMEOUT = 60.0
 CONSOLE_TAIL = 60
 # With oops=panic every oops ends in this line too.

@@ -19,7 +19,8 @@ from conformance.debian import (
     parse_madison,
     resolve,
 )
-from conformance.vm import FSDAX_APPEND, vng_command
+from conformance.multikernel import PMEM_APPEND
+from conformance.vm import vng_command
 
 # Recorded from `apt-cache madison` over the private sources (bookworm, trixie, their security
 # suites, trixie-backports, sid), trimmed.
@@ -152,14 +153,13 @@ def _bzimage(path: Path, release: str) -> None:
     path.write_bytes(bytes(head))
 
 
-def test_vmlinuz_path_gives_release_modules_and_config(tmp_path: Path) -> None:
+def test_vmlinuz_path_gives_release_and_config(tmp_path: Path) -> None:
     (tmp_path / "boot").mkdir()
     (tmp_path / "lib" / "modules" / "6.18.0-test").mkdir(parents=True)
     _bzimage(tmp_path / "boot" / "vmlinuz-6.18.0-test", "6.18.0-test")
     (tmp_path / "boot" / "config-6.18.0-test").write_text("CONFIG_UDMABUF=y\n")
     k = resolve(str(tmp_path / "boot" / "vmlinuz-6.18.0-test"))
     assert k.release == "6.18.0-test"
-    assert k.modules_dir == tmp_path / "lib" / "modules" / "6.18.0-test"
     assert k.config().state("CONFIG_UDMABUF") == "y"
     assert k.config().state("CONFIG_GUP_TEST") == "n"
 
@@ -194,22 +194,22 @@ def test_extracted_version_is_reused_without_apt(tmp_path: Path,
     assert k.vmlinuz == root / "boot" / "vmlinuz-6.1.0-56-amd64"
 
 
-KERNEL = Kernel("debian:6.12", "6.12.118+deb13-amd64", "6.12.118-1", Path("/k/boot/vmlinuz"),
-                Path("/k/lib/modules/6.12.118+deb13-amd64"), Path("/k/boot/config"))
+KERNEL = Kernel("6.12.118+deb13-amd64", "6.12.118-1", Path("/k/boot/vmlinuz"),
+                Path("/k/boot/config"))
 
 
 def test_vng_command_tcg_with_fsdax() -> None:
-    cmd = vng_command(KERNEL, "sh /r/run.sh", accel="tcg", append=[FSDAX_APPEND],
+    cmd = vng_command(KERNEL, "sh /r/run.sh", accel="tcg", append=[PMEM_APPEND[0]],
                       rwdirs=[Path("/r")])
     assert cmd == ["vng", "--verbose", "--force-9p", "--cpus", "2", "--memory", "2G",
                    "--run", "/k/boot/vmlinuz", "--disable-kvm",
                    "--append", "oops=panic", "--append", "module_blacklist=kvm,kvm_amd,kvm_intel",
-                   "--append", "memmap=512M!1G", "--rwdir", "/r", "--exec", "sh /r/run.sh"]
+                   "--append", PMEM_APPEND[0], "--rwdir", "/r", "--exec", "sh /r/run.sh"]
 
 
 def test_vng_command_kvm_and_build_dir() -> None:
-    tree = Kernel("/src/linux", "7.4.0-rc1", None, Path("/src/linux/arch/x86/boot/bzImage"),
-                  None, Path("/src/linux/.config"), build_dir=Path("/src/linux"))
+    tree = Kernel("7.4.0-rc1", None, Path("/src/linux/arch/x86/boot/bzImage"),
+                  Path("/src/linux/.config"), build_dir=Path("/src/linux"))
     cmd = vng_command(tree, "true", accel="kvm", memory="4G", cpus=4)
     assert "--disable-kvm" not in cmd
     assert not any(a.startswith("module_blacklist") for a in cmd)

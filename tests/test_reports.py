@@ -387,7 +387,7 @@ def test_passing_controls_do_not_turn_an_all_skip_run_into_a_pass():
 def test_a_lost_vm_says_why_in_its_reports(tmp_path):
     from conformance import debian, multikernel, vm
 
-    kernel = debian.Kernel("debian:6.12", "6.12.1", "6.12.1-1", tmp_path / "vmlinuz", None, None)
+    kernel = debian.Kernel("6.12.1", "6.12.1-1", tmp_path / "vmlinuz", None)
     res = vm.VmResult("lost", None, "", "", "/bin/sh: 1: virtme-run: not found", "tcg", 1.0, 0.0,
                       1.0, [], why="/bin/sh: 1: virtme-run: not found")
     lost = multikernel.collect(kernel, tmp_path, res, 1_700_000_000.0)

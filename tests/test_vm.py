@@ -7,8 +7,8 @@ import pytest
 from conformance import guest, vm
 from conformance.debian import Kernel
 
-KERNEL = Kernel("debian:6.12", "6.12.118+deb13-amd64", "6.12.118-1", Path("/k/boot/vmlinuz"),
-                Path("/k/lib/modules/6.12.118+deb13-amd64"), Path("/k/boot/config"))
+KERNEL = Kernel("6.12.118+deb13-amd64", "6.12.118-1", Path("/k/boot/vmlinuz"),
+                Path("/k/boot/config"))
 
 
 def appended(cmd: list[str]) -> list[str]:
