@@ -19,11 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import results
+from .backings import BACKINGS
 from .kernelview.debuginfo import ENV as VMLINUX_ENV
+from .pins import MECHANISMS
 
-# loop for the block backings; nd_e820 + nd_pmem turn memmap= regions into /dev/pmemN;
-# rdma_rxe and udmabuf for those pin mechanisms. Each may be built in, a module, or absent.
-MODULES = ("loop", "nd_e820", "nd_pmem", "rdma_rxe", "udmabuf")
+# What the backings and pin mechanisms need loaded, each with what shows it built in (a
+# driver built in has no module, and no /sys/module/<name> unless it has parameters). Each
+# may be built in, a module, or absent.
+DEVICES = {name: shows for part in (*BACKINGS.values(), *MECHANISMS.values())
+           for name, shows in part.modules.items()}
 GUEST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 GUEST_FILE = "guest.json"
 # Sparse: only what the loop images and scratch files write takes the guest's memory.
@@ -32,16 +36,12 @@ SCRATCH_SIZE = 3 << 30
 IN_GUEST = "PINHOLE_IN_GUEST"
 # Test-only: the case id in whose run the guest's kernel is made to panic (sysrq c).
 PANIC_IN = "PINHOLE_TEST_PANIC_IN"
-# A driver built in (=y) has no module to load, and no /sys/module/<name> unless it has
-# parameters: what it makes shows that it is there.
-DEVICES = {"loop": "/dev/loop-control", "nd_e820": "/dev/pmem*", "nd_pmem": "/dev/pmem*",
-           "rdma_rxe": "/sys/class/infiniband/*", "udmabuf": "/dev/udmabuf"}
 
 
 def load_modules() -> dict[str, str]:
     modprobe = shutil.which("modprobe", path=GUEST_PATH) or "modprobe"
     loaded = {}
-    for module in MODULES:
+    for module in DEVICES:
         if os.path.exists(f"/sys/module/{module}") or glob.glob(DEVICES[module]):
             loaded[module] = "present"
             continue

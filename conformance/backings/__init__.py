@@ -1,18 +1,16 @@
-"""Backings by name, in the order reports list them."""
+"""Backings by name. A new backing is a module here whose PROVIDES names its classes, plus
+its module name in MODULES, in the order reports list them."""
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from .base import Availability, Backing
-from .btrfs import Btrfs
-from .ext4 import Ext4
-from .fsdax import Ext4Dax, XfsDax
-from .memfd import Memfd, MemfdHugetlb
-from .tmpfs import Hugetlbfs, Tmpfs
-from .xfs import Xfs
+
+MODULES = ("memfd", "tmpfs", "ext4", "xfs", "btrfs", "fsdax")
 
 BACKINGS: dict[str, type[Backing]] = {
-    cls.name: cls
-    for cls in (Memfd, MemfdHugetlb, Tmpfs, Hugetlbfs, Ext4, Xfs, Btrfs, Ext4Dax, XfsDax)
+    cls.name: cls for m in MODULES for cls in import_module(f".{m}", __name__).PROVIDES
 }
 
 __all__ = ["Availability", "Backing", "BACKINGS"]

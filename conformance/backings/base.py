@@ -36,6 +36,9 @@ class Backing:
     # reflink (the flag above), persistent (the flag above).
     traits: ClassVar[frozenset[str]] = frozenset()
 
+    # Kernel modules a VM loads for it, each with what shows it is built in instead.
+    modules: ClassVar[dict[str, str]] = {}
+
     def availability(self) -> Availability:
         raise NotImplementedError
 

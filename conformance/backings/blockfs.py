@@ -43,6 +43,7 @@ def scratch_problem() -> str | None:
 class BlockFs(Backing):
     persistent = True
     traits = frozenset({"persistent", "dirty-tracked"})
+    modules = {"loop": "/dev/loop-control"}
     fstype: ClassVar[str]
     mkfs: ClassVar[list[str]]
     image_size: ClassVar[int]

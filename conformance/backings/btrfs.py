@@ -10,3 +10,7 @@ class Btrfs(BlockFs):
     reflinks = True
     traits = BlockFs.traits | {"reflink"}
     packages = ("btrfs-progs", "btrfs-progs")
+
+
+# What this module adds to the registry (backings/__init__.py).
+PROVIDES = (Btrfs,)

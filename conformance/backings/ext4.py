@@ -8,3 +8,7 @@ class Ext4(BlockFs):
     mkfs = ["mkfs.ext4", "-q", "-F", "-b", "4096"]
     image_size = 64 << 20
     packages = ("e2fsprogs", "e2fsprogs")
+
+
+# What this module adds to the registry (backings/__init__.py).
+PROVIDES = (Ext4,)

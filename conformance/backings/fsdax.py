@@ -39,6 +39,8 @@ class FsDax(BlockFs):
     mount_options = {"dax": "always"}
     # No page cache: check_vma_flags() refuses long-term pins before dirty tracking counts.
     traits = frozenset({"persistent", "dax"})
+    # nd_e820 and nd_pmem make /dev/pmemN of the memmap= regions.
+    modules = {"nd_e820": "/dev/pmem*", "nd_pmem": "/dev/pmem*"}
     _lock = -1
 
     def availability(self) -> Availability:
@@ -101,3 +103,7 @@ class XfsDax(FsDax):
     fstype = "xfs"
     mkfs = ["mkfs.xfs", "-q", "-f", "-m", "reflink=0"]  # DAX and reflink exclude each other
     packages = ("xfsprogs", "xfsprogs")
+
+
+# What this module adds to the registry (backings/__init__.py).
+PROVIDES = (Ext4Dax, XfsDax)

@@ -35,3 +35,7 @@ class MemfdHugetlb(Memfd):
     def availability(self) -> Availability:
         missing = hugepages.availability_reason()
         return Availability.no(missing) if missing else super().availability()
+
+
+# What this module adds to the registry (backings/__init__.py).
+PROVIDES = (Memfd, MemfdHugetlb)

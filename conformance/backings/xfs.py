@@ -10,3 +10,7 @@ class Xfs(BlockFs):
     reflinks = True
     traits = BlockFs.traits | {"reflink"}
     packages = ("xfsprogs", "xfsprogs")
+
+
+# What this module adds to the registry (backings/__init__.py).
+PROVIDES = (Xfs,)

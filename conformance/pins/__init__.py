@@ -1,17 +1,16 @@
-"""Pin mechanisms by name, in the order reports list them."""
+"""Pin mechanisms by name. A new mechanism is a module here whose PROVIDES names its class,
+plus its module name in MODULES, in the order reports list them."""
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from .base import Mechanism, Pinned
-from .guptest import GupTest
-from .io_uring import IoUring
-from .odirect import ODirect
-from .rdma import Rdma
-from .udmabuf import Udmabuf
-from .vmsplice import Vmsplice
+
+MODULES = ("io_uring", "udmabuf", "rdma", "guptest", "vmsplice", "odirect")
 
 MECHANISMS: dict[str, type[Mechanism]] = {
-    cls.name: cls for cls in (IoUring, Udmabuf, Rdma, GupTest, Vmsplice, ODirect)
+    cls.name: cls for m in MODULES for cls in import_module(f".{m}", __name__).PROVIDES
 }
 
 __all__ = ["Mechanism", "Pinned", "MECHANISMS"]

@@ -44,6 +44,9 @@ class Mechanism:
     name: ClassVar[str]
     # Access modes it can pin with: 'ro' (FOLL_LONGTERM without FOLL_WRITE) and/or 'rw'.
     access: ClassVar[tuple[str, ...]]
+    # Kernel modules a VM loads for it, each with what shows it is built in instead (a
+    # driver built in has no module to load).
+    modules: ClassVar[dict[str, str]] = {}
     # Whether data can be written through its pins (gup_test only reads them).
     writable: ClassVar[bool] = True
     # What spec entries may name instead of listing pins (conformance/expectations.py):

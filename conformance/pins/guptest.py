@@ -83,3 +83,7 @@ class GupTest(Mechanism):
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+# What this module adds to the registry (pins/__init__.py).
+PROVIDES = (GupTest,)

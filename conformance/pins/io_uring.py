@@ -87,3 +87,7 @@ class IoUring(Mechanism):
             self.ring.close()
         if self.channel >= 0:
             os.close(self.channel)
+
+
+# What this module adds to the registry (pins/__init__.py).
+PROVIDES = (IoUring,)

@@ -83,3 +83,7 @@ class ODirect(Mechanism):
         for fd in self.scratch or ():
             os.close(fd)
         self.scratch = None
+
+
+# What this module adds to the registry (pins/__init__.py).
+PROVIDES = (ODirect,)

@@ -104,6 +104,7 @@ class Rdma(Mechanism):
     name = "rdma"
     access = ("ro", "rw")
     traits = frozenset({"longterm", "writable"})
+    modules = {"rdma_rxe": "/sys/class/infiniband/*"}
     created = False
     local_size = 2 << 20  # the largest pinned range: one 2 MiB huge page
 
@@ -192,3 +193,7 @@ class Rdma(Mechanism):
             subprocess.run([self._rdma_tool() or "rdma", "link", "delete", LINK],
                            capture_output=True)
             self.created = False
+
+
+# What this module adds to the registry (pins/__init__.py).
+PROVIDES = (Rdma,)

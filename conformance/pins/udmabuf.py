@@ -52,6 +52,7 @@ class Udmabuf(Mechanism):
     name = "udmabuf"
     access = ("rw",)
     traits = frozenset({"longterm", "file-pinner", "writable"})
+    modules = {"udmabuf": "/dev/udmabuf"}
     device = -1
 
     def availability(self) -> Availability:
@@ -76,3 +77,7 @@ class Udmabuf(Mechanism):
         if self.device >= 0:
             os.close(self.device)
             self.device = -1
+
+
+# What this module adds to the registry (pins/__init__.py).
+PROVIDES = (Udmabuf,)

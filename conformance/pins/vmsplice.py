@@ -89,3 +89,7 @@ class Vmsplice(Mechanism):
 
     def pin(self, subject, access: str) -> Pinned:
         return SplicedPages(subject.addr, subject.length)
+
+
+# What this module adds to the registry (pins/__init__.py).
+PROVIDES = (Vmsplice,)
