@@ -310,18 +310,20 @@ class Controller:
                 self.progress.begin(param, self.ids(param))
 
     def count(self, nodeids: list[str]) -> None:
-        """How many cases and controls the run means to record, so a cut-short run shows."""
+        """How many cases and controls the run means to record, so a cut-short run shows:
+        the known skips, and the cases of the cells and controls collected (after -k, --lf
+        and the like deselected theirs)."""
         if self.planned is None:
-            controls = sum(results.is_control(param_id_of(n) or "") for n in nodeids)
-            self.planned = self.plan.planned + controls
+            params = [p for p in map(param_id_of, nodeids) if p]
+            self.planned = len(self.plan.skipped) + sum(len(self.ids(p)) for p in params)
             if self.progress:
                 self.progress.planned(self.planned)
             if self.terminal and self.planned:  # pinhole's own tests plan no case
-                controls_ = [{"id": i, "pin": results.CONTROL} for i in map(param_id_of, nodeids)
-                             if i and results.is_control(i)]
-                self.terminal.plan([*controls_, *self.plan.skipped, *(
+                cells_ = {c.id: c for c in self.plan.cells}
+                self.terminal.plan([*self.plan.skipped, *(
+                    {"id": i, "pin": results.CONTROL} for i in params if i not in cells_), *(
                     {"id": c.id, "pin": c.pin, "backing": c.backing}
-                    for cell in self.plan.cells for c in cell.cases)])
+                    for p in params if p in cells_ for c in cells_[p].cases)])
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if session.items:  # under xdist the controller collects nothing; its workers do

@@ -276,7 +276,7 @@ def test_pinhole_spec_shows_layers_traits_and_the_deciding_entry(capsys):
     out = capsys.readouterr().out
     assert "backing = dirty-tracked (ext4, xfs, btrfs)" in out
     assert "not on 6.1.0: kernel >=6.5" in out and "decides" in out
-    assert "because (conformance/spec/io_uring.toml:" in out
+    assert "because (spec/io_uring.toml:" in out
 
 
 def test_the_rules_for_one_pin_live_in_its_file():
