@@ -44,6 +44,8 @@ def guest_command(kernel: debian.Kernel, out: Path, pytest_args: list[str]) -> s
     env = "PYTHONDONTWRITEBYTECODE=1"
     if os.environ.get(PANIC_IN):  # a test's request that the guest panic in one case
         env += f" {PANIC_IN}={shlex.quote(os.environ[PANIC_IN])}"
+    if results.SYNC_ENV in os.environ:  # fsync progress.jsonl or not, whatever the mount
+        env += f" {results.SYNC_ENV}={shlex.quote(os.environ[results.SYNC_ENV])}"
     if kernel.config_path:
         env += f" PINHOLE_KERNEL_CONFIG={shlex.quote(str(kernel.config_path))}"
     # The kernel view (check kernel-view) reads the guest's kernel with this vmlinux.

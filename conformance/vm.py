@@ -25,10 +25,24 @@ from .debian import Kernel, cache_root
 BOOT_ARGS = ("oops=panic",)
 # udev coldplug would load kvm_amd/kvm_intel in the guest: seconds under TCG, and useless there.
 TCG_ARGS = ("module_blacklist=kvm,kvm_amd,kvm_intel",)
-# Appended under TCG unless fast=False (PINHOLE_FAST_BOOT=0, see fast_boot()): what
-# makes a packaged kernel cheaper to emulate without touching what pinhole tests. See
-# benchmarks/tcg.py and the README's "TCG speed".
-FAST_BOOT_ARGS: tuple[str, ...] = ()
+# Drivers that udev's coldplug loads in a virtme-ng guest of a packaged kernel for qemu's
+# emulated q35 hardware (SATA and its CD-ROM, SMBus, LPC and TCO watchdogs, PC speaker, PS/2
+# mouse, cpufreq) and for CPU features (AES, SHA, GHASH): each is read over 9p, decompressed
+# and initialised under emulation, and none is used by pinhole. The crc32c driver stays (ext4,
+# btrfs and rdma_rxe checksum with it), and so does everything pinhole loads (guest.DEVICES).
+IDLE_DRIVERS = ("ahci", "libahci", "sr_mod", "cdrom", "sg", "i2c_i801", "i2c_smbus", "lpc_ich",
+                "iTCO_wdt", "iTCO_vendor_support", "intel_pmc_bxt", "i6300esb", "pcspkr",
+                "psmouse", "serio_raw", "evdev", "powernow_k8", "aesni_intel",
+                "ghash_clmulni_intel", "sha1_ssse3", "sha256_ssse3", "sha512_ssse3")
+# Appended under TCG unless fast=False (PINHOLE_FAST_BOOT=0, see fast_boot()): what makes a
+# packaged kernel cheaper to emulate without touching what pinhole tests (README, "TCG
+# speed"; benchmarks/tcg.py measures it). mitigations=off: the kernel's defences against
+# speculative-execution leaks (page-table isolation, retpolines, barriers after access_ok(),
+# buffer clearing, RSB filling, IBPB): TCG does not speculate, so they defend nothing there,
+# and no mm code path (GUP, pinning, page cache, faults) tests them. modprobe.blacklist=
+# (kmod's, applied to udev's alias loads only, not to a modprobe by name): IDLE_DRIVERS.
+FAST_BOOT_ARGS: tuple[str, ...] = ("mitigations=off",
+                                   "modprobe.blacklist=" + ",".join(IDLE_DRIVERS))
 KVM_PROBE_TIMEOUT = 60.0
 CONSOLE_TAIL = 60
 # With oops=panic every oops ends in this line too.

@@ -77,3 +77,19 @@ def test_the_longest_mount_point_wins() -> None:
     assert guest.mount_of(Path("/root/.cache/pinhole/vm/run-x/a"), MOUNTS)[0] == "9p"
     assert guest.mount_of(Path("/tmp/a"), MOUNTS)[0] == "tmpfs"
     assert guest.mount_of(Path("/tmpfoo"), MOUNTS)[1][0] == "ro"  # / , not /tmp
+
+
+def test_the_blacklist_spares_what_pinhole_loads_and_checksums_with() -> None:
+    assert not set(vm.IDLE_DRIVERS) & set(guest.DEVICES)
+    assert not [d for d in vm.IDLE_DRIVERS if d.startswith(("crc", "rdma", "ib_", "nd_", "dax"))]
+    blacklist = next(o for o in vm.FAST_BOOT_ARGS if o.startswith("modprobe.blacklist="))
+    assert " " not in blacklist
+
+
+def test_the_guest_gets_a_forced_progress_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance import multikernel, results
+
+    monkeypatch.setenv(results.SYNC_ENV, "1")
+    assert f"{results.SYNC_ENV}=1 " in multikernel.guest_command(KERNEL, Path("/o"), [])
+    monkeypatch.delenv(results.SYNC_ENV)
+    assert results.SYNC_ENV not in multikernel.guest_command(KERNEL, Path("/o"), [])
