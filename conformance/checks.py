@@ -3,10 +3,12 @@ it saw, as an Observation whose outcome the spec then judges."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
+from . import kernelview
 from .errors import Skip
-from .model import Baseline, Effect, Observation, Trial
+from .model import Availability, Baseline, Effect, Observation, Trial
 from .mutations import MUTATIONS
 from .pagemap import NEEDS_ROOT
 from .patterns import describe, fill
@@ -153,15 +155,33 @@ def pin_to_file(t: Trial, base: Baseline, effect: Effect) -> Observation:
     return Observation("coherent", f"read(), the mapping and the file after {how} hold it")
 
 
+@functools.cache
+def _kernel_view_available() -> Availability:
+    return kernelview.availability()
+
+
+def kernel_view(t: Trial, base: Baseline, effect: Effect) -> Observation:
+    """Which folios the pin holds right after the mutation, as the kernel says (drgn over
+    /proc/kcore): the file's own at that index, the zeropage, an orphan in no page cache, a
+    private copy, or another folio than the file now has. Only when the run asks for it."""
+    available = _kernel_view_available()
+    if not available.ok:
+        raise Skip(available.reason)
+    return kernelview.kernel_view(t, base, effect)
+
+
 # The checks in the order one trial runs them: the pin checks look at the pin before
 # anything changes the file (their cells have mutation "none"); file-to-pin leaves the pin
 # and file in a known state that pin-to-file goes on from.
 CHECKS: dict[str, Check] = {
     "admission": admission,
     "zeropage": zeropage,
+    "kernel-view": kernel_view,
     "file-to-pin": file_to_pin,
     "pin-to-file": pin_to_file,
 }
 PIN_CHECKS = ("admission", "zeropage")
+# Checks that only look, so the next check of the trial goes on from the same state.
+LOOKS_ONLY = (*PIN_CHECKS, "kernel-view")
 # Checks a run makes only when asked (they need what most kernels lack, or cost time).
-OPT_IN: tuple[str, ...] = ()
+OPT_IN: tuple[str, ...] = ("kernel-view",)

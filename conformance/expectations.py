@@ -50,12 +50,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .dimensions import PIN_CHECKS, VOCABULARY, Case, UnknownName, unknown
+from .dimensions import PIN_CHECKS, VOCABULARY, UnknownName, unknown
+from .model import KERNEL_VIEW_OF, OUTCOMES, Case
 
 SPEC_DIR = Path(__file__).parent / "spec"
 
-OUTCOMES = ("pinned", "refused", "unsupported", "blocked", "coherent", "detached",
-            "stale-cache", "disconnected", "lost-write", "resurrected", "kernel-warning")
 # Outcomes where the kernel said no: the pin (refused) or the mutation (unsupported).
 ERRNO_OUTCOMES = ("refused", "unsupported")
 MATCH_KEYS = tuple(VOCABULARY)
@@ -202,9 +201,11 @@ class Entry:
         return all(getattr(case, k) in v for k, v in self.match.items())
 
     def outcomes_for(self, check: str) -> tuple[str, ...]:
-        pin_check = "check" not in self.match and check in PIN_CHECKS
-        if pin_check and not set(self.outcomes) & set(ERRNO_OUTCOMES):
+        general = "check" not in self.match
+        if general and check in PIN_CHECKS and not set(self.outcomes) & set(ERRNO_OUTCOMES):
             return ("pinned",)
+        if general and check == "kernel-view":  # the coherence outcome, as the kernel sees it
+            return tuple(dict.fromkeys(k for o in self.outcomes for k in KERNEL_VIEW_OF[o]))
         return self.outcomes
 
 

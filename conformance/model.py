@@ -23,7 +23,19 @@ VERDICTS = ("pass", "fail", "xfail", "xpass", "skip", "error")
 # What a case can see: the pin (pinned, refused), the mutation (unsupported, blocked), the
 # coherence checks, the kernel log, and the kernel's own view of the pinned folios.
 OUTCOMES = ("pinned", "refused", "unsupported", "blocked", "coherent", "detached",
-            "stale-cache", "disconnected", "lost-write", "resurrected", "kernel-warning")
+            "stale-cache", "disconnected", "lost-write", "resurrected", "kernel-warning",
+            "same-folio", "private-copy", "orphan", "other-folio", "zeropage")
+# What the kernel view must show where user space expects an outcome: the folio the pin
+# holds is the file's (coherent), or not (detached: a private copy, a folio taken out of the
+# file, or one the file replaced); the outcomes where the kernel said no carry over.
+KERNEL_VIEW_OF = {
+    "pinned": ("same-folio",), "coherent": ("same-folio",), "lost-write": ("same-folio",),
+    "detached": ("private-copy", "orphan", "other-folio"),
+    "disconnected": ("zeropage", "orphan", "other-folio"),
+    "stale-cache": ("orphan", "other-folio"), "resurrected": ("private-copy",),
+    "refused": ("refused",), "unsupported": ("unsupported",), "blocked": ("blocked",),
+    "kernel-warning": ("kernel-warning",),
+}
 
 
 @dataclass(frozen=True, order=True)

@@ -7,7 +7,7 @@ import threading
 import time
 import traceback
 
-from .checks import CHECKS, PIN_CHECKS, after_file_to_pin
+from .checks import CHECKS, LOOKS_ONLY, after_file_to_pin
 from .errors import PinRefused, Skip
 from .expectations import Spec
 from .kmsg import Slice
@@ -103,7 +103,7 @@ def trial(case: Case, checks: list[str], worker: Worker, seen: Seen) -> None:
                     seen[check] = _refused(e)
                 except Exception as e:  # noqa: BLE001 - this check's error, not the cell's
                     seen[check] = e
-                if check in PIN_CHECKS:
+                if check in LOOKS_ONLY:
                     continue
                 after = (after_file_to_pin(t, seen[check], effect)
                          if check == "file-to-pin" and isinstance(seen[check], Observation)
