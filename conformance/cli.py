@@ -167,6 +167,13 @@ def discard_created() -> None:
             path.rmdir()
 
 
+def quiet_failures(pytest_args: list[str]) -> list[str]:
+    """pinhole's summary names every failure with its reason; pytest's tracebacks and short
+    summary would push it off the screen. -v, or a --tb or -r of the user's, keeps them."""
+    own = any(a.startswith(("-v", "--verbose", "--tb", "-r")) for a in pytest_args)
+    return [] if own else ["--tb=no", "-rN"]
+
+
 def xdist_disabled(pytest_args: list[str]) -> bool:
     pairs = zip(pytest_args, [*pytest_args[1:], ""], strict=False)  # [""] when no args
     return any(a == "-pno:xdist" or (a == "-p" and b == "no:xdist") for a, b in pairs)
@@ -236,7 +243,7 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     # -n only while xdist is loaded: pytest -p no:xdist does not know the option.
     jobs = [] if xdist_disabled(pytest_args) else ["-n", args.jobs]
     cmd = [sys.executable, "-m", "pytest", str(CASES), *jobs, f"--pinhole-out={out}",
-           *selection,
+           *selection, *quiet_failures(pytest_args),
            *[f"--spec={os.path.abspath(s)}" for s in args.spec], *pytest_args]
     code, stopped = run_pytest(cmd)
     doc_path = out / "results.json"
