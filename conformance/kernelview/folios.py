@@ -175,7 +175,7 @@ def summarize(pages: list[PageView]) -> tuple[str, str]:
     for run in runs:
         a, z = run[0], run[-1]
         where = (f"pfn {a.pfn:#x}" if a is z else f"pfns {a.pfn:#x}-{z.pfn:#x} ({len(run)})")
-        index = f"index {a.index}" if a is z else f"indices {a.index}-{z.index}"
+        index = f"index {a.index}" if a.index == z.index else f"indices {a.index}-{z.index}"
         pins = f", pincount {a.pincount}" if a.pincount is not None else ""
         lines.append(f"{where}: {a.outcome}; folio pfn {a.folio_pfn:#x} order {a.order} "
                      f"[{a.flags or 'no flags'}] refcount {a.refcount}{pins}, "
