@@ -1,13 +1,22 @@
 """pinhole's speed and memory on this machine: writes benchmarks/results.json and a table.
 
-    python benchmarks/run.py [--matrix debian:6.12 ...] [--out FILE]
+    python benchmarks/run.py [--matrix debian:6.12 ...] [--jobs 1,2] [--out FILE]
 
-Host runs with -n 1, -n 2 and -n auto: wall time, cases per second, the share of wall time
-spent in per-worker setup (mkfs, loop devices, mounts), per-case median and p95, the
-harness's own cost per case (wall time not spent inside cases), peak memory of the run's
-process tree. With --matrix, per kernel: fetch, boot and run seconds of `pinhole matrix`.
-Targets (the issue's, for 2 cores): host matrix under 60 s with -n 2, setup under 10 %,
-harness cost per case under 5 ms, a Debian kernel under TCG in under 5 minutes.
+- host: the full matrix with -n 1 and -n 2 (or --jobs): wall time, cases per second, the
+  speedup from 1 to 2 workers, per-case median and p95, the harness's own cost (wall time
+  not spent inside cells), peak memory of the run's process tree, and the size of what
+  the run wrote;
+- breakdown: where a cell's time goes (prepare, pin, mutation, each check, judging, the
+  kernel-log monitor, closing), measured in-process over a sample of the cells this machine
+  runs, with the share of each;
+- anchor: benchmarks/anchor.c, the syscalls of the cell vmsplice.memfd.shared.ro.written.pwrite
+  in a C loop, against pinhole's time a case on the vmsplice memfd cells in the -n 1 run;
+- kernel_view: what the kernel view costs (benchmarks/kernelview.py's measure());
+- with --matrix, per kernel: fetch, boot and run seconds of `pinhole matrix` on the CI
+  selection (benchmarks/tcg.py takes the guest apart).
+Targets (the issue's, for 2 cores): host matrix in 20 s or less with -n 2, at least 1.7x
+from 1 to 2 workers, a case within 10x of the anchor, reports of a full run 10 MB or less,
+a Debian kernel's CI selection under TCG in 90 s or less.
 """
 
 from __future__ import annotations
@@ -29,8 +38,17 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from conformance import results  # noqa: E402
+from benchmarks import kernelview  # noqa: E402
+from conformance import hugepages, results, runner  # noqa: E402
+from conformance.availability import missing  # noqa: E402
 from conformance.backings import BACKINGS  # noqa: E402
+from conformance.checks import CHECKS  # noqa: E402
+from conformance.dimensions import cells  # noqa: E402
+from conformance.expectations import Spec  # noqa: E402
+from conformance.kmsg import Monitor  # noqa: E402
+from conformance.pins import MECHANISMS  # noqa: E402
+from conformance.subject import Subject  # noqa: E402
+from conformance.worker import Worker  # noqa: E402
 
 MATRIX_SELECTION = ["--state=hole,written",
                     "--mutation=none,pwrite,store,pin-write,punch-hole,truncate-down,"
@@ -75,7 +93,10 @@ def host_run(jobs: str) -> dict:
         stop.set()
         sampler.join()
         doc = results.load(Path(tmp) / "results.json")
+        sizes = {p.name: p.stat().st_size for p in Path(tmp).iterdir() if p.is_file()}
     ran = [c["duration_s"] for c in doc["cases"] if c["verdict"] != "skip"]
+    like_anchor = [c["duration_s"] for c in doc["cases"]
+                   if c["id"].startswith("vmsplice.memfd.") and c["verdict"] != "skip"]
     workers = os.cpu_count() if jobs == "auto" else max(int(jobs), 1)
     inside = sum(c["duration_s"] for c in doc["cases"])
     return {
@@ -85,6 +106,9 @@ def host_run(jobs: str) -> dict:
         "case_p95_ms": round(sorted(ran)[int(0.95 * len(ran))] * 1000, 2),
         "harness_ms_per_case": round((wall * workers - inside) / len(doc["cases"]) * 1000, 2),
         "peak_rss_mib": round(peak[0] / 2**20, 1),
+        "vmsplice_memfd_case_ms": round(statistics.median(like_anchor) * 1000, 3)
+        if like_anchor else None,
+        "output_mb": round(sum(sizes.values()) / 1e6, 2), "output": sizes,
     }
 
 
@@ -101,6 +125,76 @@ def matrix_run(spec: str) -> dict:
             "cases": len(doc["cases"])}
 
 
+PHASES = {"prepare": (Subject, "prepare"), "close": (Subject, "close"),
+          "mutate": (runner, "mutate"), "judge": (runner, "judge"),
+          "kernel-log": (Monitor, "end")}
+
+
+def breakdown(every: int = 7) -> dict:
+    """Where a cell's time goes: every `every`-th cell this machine can run, in this process,
+    with the runner's phases timed (the pin of each mechanism, each check by name)."""
+    spent: dict[str, float] = {}
+
+    by_mutation: dict[str, float] = {}
+
+    def timed(name: str, fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                took = time.perf_counter() - t
+                spent[name] = spent.get(name, 0.0) + took
+                if name == "mutate":  # mutate(trial, base): which mutation costs what
+                    m = a[0].case.mutation
+                    by_mutation[m] = by_mutation.get(m, 0.0) + took
+        return wrapper
+
+    saved = []
+    targets = [*((owner, attr, name) for name, (owner, attr) in PHASES.items()),
+               *((cls, "pin", "pin") for cls in MECHANISMS.values())]
+    for owner, attr, name in targets:
+        saved.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, timed(name, getattr(owner, attr)))
+    checks = dict(CHECKS)
+    CHECKS.update({k: timed(k, f) for k, f in checks.items()})
+    runnable = [c for c in cells() if not missing(c.first.pin, c.first.backing)][::every]
+    reservation = hugepages.Reservation(8)
+    worker, spec, total = Worker(), Spec.load(), 0.0
+    try:
+        for cell in runnable:
+            t = time.perf_counter()
+            runner.run_cell(cell, worker, spec)
+            total += time.perf_counter() - t
+    finally:
+        worker.close()
+        reservation.release()
+        CHECKS.update(checks)
+        for owner, attr, fn in saved:
+            setattr(owner, attr, fn)
+    spent["other"] = total - sum(spent.values())
+    return {"cells": len(runnable), "cases": sum(len(c.cases) for c in runnable),
+            "seconds": round(total, 3),
+            "share_pct": {k: round(100 * v / total, 1)
+                          for k, v in sorted(spent.items(), key=lambda kv: -kv[1])},
+            "mutation_share_pct": {k: round(100 * v / total, 1) for k, v in
+                                   sorted(by_mutation.items(), key=lambda kv: -kv[1])[:8]}}
+
+
+def anchor(n: int = 3000) -> dict | None:
+    """The C loop's time an iteration, built here with the system's cc."""
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = Path(tmp) / "anchor"
+        built = subprocess.run(["cc", "-O2", "-o", str(exe), str(ROOT / "benchmarks" / "anchor.c")],
+                               capture_output=True)
+        if built.returncode:
+            return None
+        ns = int(subprocess.run([str(exe), str(n)], capture_output=True, text=True,
+                                check=True).stdout)
+    return {"cell": "vmsplice.memfd.shared.ro.written.pwrite", "iterations": n,
+            "ms_per_cell": round(ns / 1e6, 4)}
+
+
 def table(report: dict) -> str:
     lines = [f"machine: {report['machine']}",
              f"setup per worker (mkfs, loop, mount): {report['setup_per_worker_s']} s",
@@ -109,6 +203,21 @@ def table(report: dict) -> str:
         lines.append(f"{r['jobs']:>4}  {r['wall_s']:>6}  {r['cases']:>5}  {r['cases_per_s']:>7}  "
                      f"{r['setup_share_pct']:>6}  {r['case_median_ms']:>9}  {r['case_p95_ms']:>6}  "
                      f"{r['harness_ms_per_case']:>10}  {r['peak_rss_mib']:>8}")
+    if len(report["host"]) > 1:
+        one, two = report["host"][:2]
+        lines.append(f"speedup from -n {one['jobs']} to -n {two['jobs']}: "
+                     f"{one['wall_s'] / two['wall_s']:.2f}x")
+    for r in report["host"]:
+        lines.append(f"-n {r['jobs']}: wrote {r['output_mb']} MB")
+    b = report["breakdown"]
+    lines.append(f"breakdown of {b['cells']} cells ({b['cases']} cases, {b['seconds']} s): "
+                 + ", ".join(f"{k} {v}%" for k, v in b["share_pct"].items()))
+    a = report["anchor"]
+    if a:
+        mine = report["host"][0]["vmsplice_memfd_case_ms"]
+        lines.append(f"anchor (C, {a['cell']}): {a['ms_per_cell']} ms a cell; pinhole "
+                     f"{mine} ms a case on vmsplice memfd cells"
+                     + (f" ({mine / a['ms_per_cell']:.1f}x)" if mine else ""))
     for m in report["matrix"]:
         lines.append(f"{m['kernel']} ({m['release']}, {m['accelerator']}): fetch {m['fetch_s']} s, "
                      f"boot {m['boot_s']} s, run {m['run_s']} s, {m['cases']} cases")
@@ -118,11 +227,17 @@ def table(report: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--matrix", action="append", default=[], metavar="SPEC")
+    parser.add_argument("--jobs", default="1,2", help="the host runs' -n values (default 1,2)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     args = parser.parse_args()
+    # A fresh machine's caches: a development VM's inode cache (kernel source trees) makes
+    # every drop_caches of the drop-caches cells walk hundreds of thousands of inodes.
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3")
     setup = setup_seconds()
     host = []
-    for jobs in ("1", "2", "auto"):
+    load_before = os.getloadavg()
+    for jobs in args.jobs.split(","):
         r = host_run(jobs)
         r["setup_share_pct"] = round(100 * setup / r["wall_s"], 1)  # workers set up in parallel
         host.append(r)
@@ -130,7 +245,12 @@ def main() -> int:
         "machine": f"{platform.node()}: {os.cpu_count()} cores, "
                    f"{round(psutil.virtual_memory().total / 2**30)} GiB, "
                    f"kernel {platform.release()}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average": {"before": [round(x, 2) for x in load_before],
+                         "after_host": [round(x, 2) for x in os.getloadavg()]},
         "setup_per_worker_s": round(setup, 3), "host": host,
+        "breakdown": breakdown(), "anchor": anchor(),
+        "kernel_view": kernelview.measure(),
         "matrix": [matrix_run(spec) for spec in args.matrix],
     }
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
