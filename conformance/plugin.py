@@ -30,6 +30,8 @@ PLAN = pytest.StashKey["Plan"]()
 RECORD = "pinhole"
 # Hugepages per worker: a three-page file, a private copy, a copy source, and one spare.
 HUGEPAGES_PER_WORKER = 6
+# A run of at most this many cases prints what the kernel view saw of each pinned page.
+SHOW_KERNEL_VIEW = 40
 # Names every case item's keywords hold besides its id: pytest's -k matches them too.
 ITEM_NAMES = ("cases", "test_matrix.py", "test_cell")
 
@@ -298,6 +300,10 @@ class Controller:
             self.progress.record(rec)
         if self.terminal:
             self.terminal.record(rec)
+            if rec.get("check") == "kernel-view" and (self.planned or 0) <= SHOW_KERNEL_VIEW:
+                self.write_line(f"{rec['id']}: {rec['outcome'] or rec['verdict']}")
+                for line in (rec["detail"] or rec["reason"]).splitlines():
+                    self.write_line(f"  {line}")
 
     def ids(self, param: str) -> list[str]:
         return self.members.get(param, [param])
@@ -336,6 +342,7 @@ class Controller:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter:
+            self.write_line = reporter.write_line
             self.terminal = terminal.Terminal(reporter.write_line,
                                               self.config.option.verbose, reporter.isatty)
         for rec in self.plan.skipped:  # the terminal has them from its plan
