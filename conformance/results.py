@@ -108,46 +108,68 @@ def dimensions_of(case_id: str) -> dict[str, str]:
 
 
 def pack(doc: dict) -> dict:
-    """results.json as stored, each thing written once: a rule's reason once in `rules`,
-    cases known to skip once per reason in `skipped`, no field that is empty or that the
-    case id already says. load() gives back every record in full."""
+    """results.json as stored, each thing written once: the spec entries' names and the
+    details once in `strings` (records hold their index), a rule's reason once in `rules`,
+    cases known to skip once per reason in `skipped` (by cell, with their checks), no field
+    that is empty or that the case id already says, `expected` only where it is not the
+    outcome seen. load() gives back every record in full."""
+    strings: dict[str, int] = {}
     rules: dict[str, str] = {}
-    skipped: dict[str, list[str]] = {}
+    skipped: dict[str, dict[str, str]] = {}  # reason → cell → its checks, comma-joined
     cases = []
+
+    def index(text: str) -> int:
+        return strings.setdefault(text, len(strings))
+
     for c in doc["cases"]:
         control_ = c["pin"] == CONTROL
         rec = {k: v for k, v in c.items() if k == "id" or (
             v not in ("", None, [], 0.0) and (control_ or k not in DIMENSIONS))}
         if rec["verdict"] == "skip" and rec.keys() <= {"id", "verdict", "reason"}:
-            skipped.setdefault(rec["reason"], []).append(rec["id"])
+            cell, check = rec["id"].rsplit(".", 1)
+            cells_ = skipped.setdefault(rec["reason"], {})
+            cells_[cell] = f"{cells_[cell]},{check}" if cell in cells_ else check
             continue
         if c["spec"] and rules.setdefault(c["spec"][-1], c["reason"]) == c["reason"]:
             rec.pop("reason", None)
+        if "expected" in rec and rec["expected"] == c["outcome"]:
+            del rec["expected"]
+        if "spec" in rec:
+            rec["spec"] = [index(w) for w in rec["spec"]]
+        if "detail" in rec:
+            rec["detail"] = index(rec["detail"])
         if "duration_s" in rec:
-            rec["duration_s"] = round(rec["duration_s"], 5)
+            rec["duration_s"] = round(rec["duration_s"], 4)
         cases.append(rec)
     body = {k: v for k, v in doc.items() if k != "cases"}
-    return {**body, "schema": SCHEMA, "rules": rules,
-            "skipped": [{"reason": r, "ids": ids} for r, ids in skipped.items()], "cases": cases}
+    return {**body, "schema": SCHEMA, "strings": list(strings), "rules": rules,
+            "skipped": [{"reason": r, "cells": c} for r, c in skipped.items()], "cases": cases}
 
 
 def unpack(stored: dict) -> dict:
     """Every record in full, in id order, as the run made them."""
     if stored.get("schema") == "pinhole/1":
         return stored
-    rules = stored.get("rules", {})
+    rules, strings = stored.get("rules", {}), stored.get("strings", [])
     cases = []
     for rec in stored["cases"]:
         dims = {} if rec.get("pin") == CONTROL else dimensions_of(rec["id"])
         full = {"id": rec["id"], **dims, **DEFAULTS, **{k: v for k, v in rec.items()
                                                         if k != "id"}}
+        full["spec"] = [strings[i] for i in full["spec"]]
+        if isinstance(full["detail"], int):
+            full["detail"] = strings[full["detail"]]
+        if "expected" not in rec and full["spec"]:
+            full["expected"] = full["outcome"]
         if "reason" not in rec and full["spec"]:
             full["reason"] = rules.get(full["spec"][-1], "")
         cases.append(full)
     for group in stored.get("skipped", []):
+        ids = [f"{cell}.{check}" for cell, checks in group["cells"].items()
+               for check in checks.split(",")]
         cases += [{"id": i, **dimensions_of(i), **DEFAULTS, "verdict": "skip",
-                   "reason": group["reason"]} for i in group["ids"]]
-    body = {k: v for k, v in stored.items() if k not in ("rules", "skipped", "cases")}
+                   "reason": group["reason"]} for i in ids]
+    body = {k: v for k, v in stored.items() if k not in ("strings", "rules", "skipped", "cases")}
     return {**body, "cases": sorted(cases, key=lambda c: c["id"])}
 
 
