@@ -13,11 +13,13 @@ vmlinux indexed, on the first call of kernel_view() in a process, once.
 from __future__ import annotations
 
 import os
+import re
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import Skip
-from .debuginfo import ENV, find_vmlinux, how_to_get, vmlinux_for
+from .debuginfo import ENV, fetch_dbg, find_vmlinux, how_to_get, vmlinux_for
 from .folios import ORDER
 
 try:  # the shared model, once the lead's restructuring has landed
@@ -29,11 +31,14 @@ except ImportError:  # pragma: no cover - before it
 if TYPE_CHECKING:
     from drgn import Program
 
-__all__ = ["ENV", "OUTCOMES", "availability", "kernel_view", "guest_env", "load_seconds"]
+__all__ = ["ENV", "OUTCOMES", "availability", "kernel_view", "guest_env", "fetch_debuginfo",
+           "load_seconds"]
 
 # The check's outcomes, worst first (folios.py says what each means).
 OUTCOMES = ORDER
 KCORE = "/proc/kcore"
+# A Debian package version (6.12.118-1), as debian.Kernel.package_version has it for a package.
+DEB_VERSION = re.compile(r"^\d+\.\d+[\w.+~]*-[\w.+~]+$")
 
 _program: Program | None = None
 # How long this process took to import drgn and index vmlinux (benchmarks report it).
@@ -128,3 +133,16 @@ def guest_env(kernel: object) -> dict[str, str]:
     path = vmlinux_for(getattr(kernel, "config_path", None), kernel.vmlinuz,  # type: ignore[attr-defined]
                        kernel.release, getattr(kernel, "build_dir", None))  # type: ignore[attr-defined]
     return {ENV: str(path)} if path else {}
+
+
+def fetch_debuginfo(kernel: object) -> Path | None:
+    """For `pinhole matrix --kernel-view`, before a Debian kernel boots: its vmlinux with
+    DWARF, fetching the -dbg package if need be (about a gigabyte; debuginfo.fetch_dbg()).
+    A kernel pinhole builds already has it; any other kernel returns None (the check skips
+    with its reason)."""
+    have = vmlinux_for(getattr(kernel, "config_path", None), kernel.vmlinuz,  # type: ignore[attr-defined]
+                       kernel.release, getattr(kernel, "build_dir", None))  # type: ignore[attr-defined]
+    version = getattr(kernel, "package_version", None) or ""
+    if have or not DEB_VERSION.match(version):  # a build says "(source, build KEY)"
+        return have
+    return fetch_dbg(kernel.vmlinuz.parent.parent, kernel.release, version)  # type: ignore[attr-defined]
