@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import debian, kbuild, kernelview, lifetime, reports, results, vm
-from .dimensions import Case
+from .expectations import SPEC_CHECKED
 from .guest import GUEST_FILE, PANIC_IN
+from .model import Case, Result
 from .running_kernel import parse_version
-from .verdict import Result
 
 ROOT = Path(__file__).resolve().parent.parent
 # Two memmap regions become /dev/pmem0 and /dev/pmem1, one per dax backing (mkfs.xfs wants
@@ -44,6 +44,8 @@ def guest_command(kernel: debian.Kernel, out: Path, pytest_args: list[str]) -> s
     env = "PYTHONDONTWRITEBYTECODE=1"
     if os.environ.get(PANIC_IN):  # a test's request that the guest panic in one case
         env += f" {PANIC_IN}={shlex.quote(os.environ[PANIC_IN])}"
+    if os.environ.get(SPEC_CHECKED):  # checked on the host: not again under TCG
+        env += f" {SPEC_CHECKED}=1"
     if results.SYNC_ENV in os.environ:  # fsync progress.jsonl or not, whatever the mount
         env += f" {results.SYNC_ENV}={shlex.quote(os.environ[results.SYNC_ENV])}"
     if kernel.config_path:
