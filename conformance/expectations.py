@@ -207,8 +207,9 @@ class Entry:
         general = "check" not in self.match
         if general and check in PIN_CHECKS and not set(self.outcomes) & set(ERRNO_OUTCOMES):
             return ("pinned",)
-        if general and check == "kernel-view":  # the coherence outcome, as the kernel sees it
-            return tuple(dict.fromkeys(k for o in self.outcomes for k in KERNEL_VIEW_OF[o]))
+        if check == "kernel-view":  # a user-space outcome, as the kernel sees the folio
+            return tuple(dict.fromkeys(k for o in self.outcomes
+                                       for k in KERNEL_VIEW_OF.get(o, (o,))))
         return self.outcomes
 
 

@@ -32,7 +32,8 @@ KERNEL_VIEW_OF = {
     "pinned": ("same-folio",), "coherent": ("same-folio",), "lost-write": ("same-folio",),
     "detached": ("private-copy", "orphan", "other-folio"),
     "disconnected": ("zeropage", "orphan", "other-folio"),
-    "stale-cache": ("orphan", "other-folio"), "resurrected": ("private-copy",),
+    # A failed invalidation (dio_warn_stale_pagecache()) leaves the pinned folio in i_pages.
+    "stale-cache": ("same-folio", "orphan", "other-folio"), "resurrected": ("private-copy",),
     "refused": ("refused",), "unsupported": ("unsupported",), "blocked": ("blocked",),
     "kernel-warning": ("kernel-warning",),
 }
