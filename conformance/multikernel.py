@@ -115,6 +115,10 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
                patches: Sequence[Path] = ()) -> dict:
     t0 = time.monotonic()
     kernel = debian.resolve(spec, patches=patches)
+    if "--kernel-view" in pytest_args:  # the kernel view needs this kernel's DWARF
+        print(f"pinhole matrix: {spec}: the kernel view needs debug info: fetching it if "
+              "need be (a Debian kernel's -dbg package is about 1 GB)", flush=True)
+        kernelview.fetch_debuginfo(kernel)
     fetch = time.monotonic() - t0
     cfg = kernel.config()
     try:
