@@ -214,7 +214,7 @@ def run_pytest(cmd: list[str]) -> tuple[int, int | None]:
 
 
 def check_scratch() -> None:
-    from .backings.blockfs import scratch_problem
+    from .scratch import scratch_problem
 
     problem = scratch_problem()
     if problem:

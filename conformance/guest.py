@@ -6,8 +6,6 @@ Usage (by multikernel.py, in the guest): python -m conformance.guest OUT [pytest
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import glob
 import json
 import os
@@ -15,12 +13,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from . import results
+from . import results, scratch
 from .backings import BACKINGS
 from .kernelview.debuginfo import ENV as VMLINUX_ENV
+from .mounts import mount_of
 from .pins import MECHANISMS
 
 # What the backings and pin mechanisms need loaded, each with what shows it built in (a
@@ -30,8 +28,6 @@ DEVICES = {name: shows for part in (*BACKINGS.values(), *MECHANISMS.values())
            for name, shows in part.modules.items()}
 GUEST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 GUEST_FILE = "guest.json"
-# Sparse: only what the loop images and scratch files write takes the guest's memory.
-SCRATCH_SIZE = 3 << 30
 # Set in the guest only: test hooks that would harm a host (a panic) check it.
 IN_GUEST = "PINHOLE_IN_GUEST"
 # Test-only: the case id in whose run the guest's kernel is made to panic (sysrq c).
@@ -65,64 +61,14 @@ def _add_rxe_link() -> bool:
 
 
 def writable_tmpfs() -> str:
-    """A writable tmpfs: the guest sees the host's root read-only."""
+    """Where loop images go: a writable tmpfs (the guest sees the host's root read-only).
+    O_DIRECT needs no filesystem of its own: the odirect pin writes a loop device raw."""
     with open("/proc/self/mounts") as f:
         tmpfs = [line.split()[1] for line in f if line.split()[2:3] == ["tmpfs"]]
     for candidate in ("/tmp", "/run", "/dev/shm"):
         if candidate in tmpfs and os.access(candidate, os.W_OK):
             return candidate
     return "/tmp"
-
-
-@contextlib.contextmanager
-def scratch() -> Iterator[tuple[str, str]]:
-    """Where loop images and O_DIRECT files go, and how it was made: an ext4 on a loop device
-    over a sparse file in a tmpfs, since tmpfs has no O_DIRECT before 6.6. Falls back to the
-    tmpfs itself when that cannot be made. Unmounted and removed at the end."""
-    base = writable_tmpfs()
-    image, mnt = f"{base}/pinhole-scratch.img", f"{base}/pinhole-scratch"
-    tool = functools.partial(shutil.which, path=GUEST_PATH)
-    try:
-        with open(image, "wb") as f:
-            f.truncate(SCRATCH_SIZE)
-        os.makedirs(mnt, exist_ok=True)
-        for cmd in ([tool("mkfs.ext4") or "mkfs.ext4", "-q", "-F", "-O", "^has_journal", image],
-                    [tool("mount") or "mount", "-o", "loop", image, mnt]):
-            run = subprocess.run(cmd, capture_output=True, text=True)
-            if run.returncode:
-                raise OSError(f"{' '.join(cmd[:1])}: {run.stderr.strip() or run.returncode}")
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(image)
-        yield base, f"tmpfs {base} (no ext4 scratch: {e})"
-        return
-    try:
-        yield mnt, f"ext4 on a loop device over {image}"
-    finally:
-        subprocess.run([tool("umount") or "umount", mnt], capture_output=True)
-        with contextlib.suppress(OSError):
-            os.unlink(image)
-
-
-def mount_of(path: Path, mounts: str | None = None) -> tuple[str, list[str]] | None:
-    """The filesystem type and options of the mount that holds path (the longest mount point
-    that is a prefix of it), from /proc/self/mounts."""
-    if mounts is None:
-        try:
-            mounts = Path("/proc/self/mounts").read_text()
-        except OSError:
-            return None
-    target = os.path.realpath(path)
-    best: tuple[int, str, list[str]] | None = None
-    for line in mounts.splitlines():
-        fields = line.split()
-        if len(fields) < 4:
-            continue
-        point = fields[1].replace("\\040", " ").replace("\\011", "\t")
-        inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and (best is None or len(point) >= best[0]):
-            best = (len(point), fields[2], fields[3].split(","))
-    return None if best is None else (best[1], best[2])
 
 
 # 9p cache modes as /proc/mounts shows them: cache=<mode or hex flags> (6.6 on), or the bare
@@ -170,27 +116,24 @@ def main(argv: list[str]) -> int:
         os.environ.pop(results.SYNC_ENV, None)
     os.environ[IN_GUEST] = "1"
     # Where the guest's time goes before pytest (benchmarks/tcg.py reads it): seconds since
-    # boot when this interpreter was ready, loading drivers, making the scratch filesystem.
+    # boot when this interpreter was ready, and loading drivers.
     seconds = {"uptime_at_main": _uptime()}
     start = time.monotonic()
     modules = load_modules()
     seconds["modules"] = round(time.monotonic() - start, 2)
-    start = time.monotonic()
-    with scratch() as (where, how):
-        seconds["scratch"] = round(time.monotonic() - start, 2)
-        os.environ["PINHOLE_SCRATCH"] = where
-        # Written first: its presence tells the host the guest came up, should the kernel die.
-        guest = {"modules": modules, "scratch": how, "progress_fsync": sync,
-                 "progress_fsync_why": why, "seconds": seconds,
-                 "vmlinux": os.environ.get(VMLINUX_ENV)}  # for the kernel view, if known
-        (out / GUEST_FILE).write_text(json.dumps(guest, indent=1) + "\n")
-        import pytest
+    where = os.environ[scratch.ENV] = writable_tmpfs()
+    # Written first: its presence tells the host the guest came up, should the kernel die.
+    guest = {"modules": modules, "scratch": f"tmpfs {where}", "progress_fsync": sync,
+             "progress_fsync_why": why, "seconds": seconds,
+             "vmlinux": os.environ.get(VMLINUX_ENV)}  # for the kernel view, if known
+    (out / GUEST_FILE).write_text(json.dumps(guest, indent=1) + "\n")
+    import pytest
 
-        root = Path(__file__).resolve().parent.parent
-        # --assert=plain: the cases need no assertion rewriting, and importing it is seconds
-        # under TCG.
-        return pytest.main([str(root / "cases"), "-p", "no:cacheprovider", "-q", "--assert=plain",
-                            f"--pinhole-out={out}", *pytest_args])
+    root = Path(__file__).resolve().parent.parent
+    # --assert=plain: the cases need no assertion rewriting, and importing it is seconds
+    # under TCG.
+    return pytest.main([str(root / "cases"), "-p", "no:cacheprovider", "-q", "--assert=plain",
+                        f"--pinhole-out={out}", *pytest_args])
 
 
 if __name__ == "__main__":

@@ -36,9 +36,10 @@ def decode_taint(value: int) -> str:
     return letters or "G"
 
 
-def read_taint() -> int:
+def read_taint(fd: int | None = None) -> int:
+    """/proc/sys/kernel/tainted, from fd (kept open: twice a cell) when given."""
     try:
-        return int(TAINTED.read_text())
+        return int(os.pread(fd, 64, 0) if fd is not None else TAINTED.read_bytes())
     except (OSError, ValueError):
         return 0
 
@@ -95,6 +96,10 @@ class Monitor:
             self._fd: int | None = os.open(KMSG, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
             self._fd = None  # not root: no marker, and no log to check
+        try:
+            self._tainted: int | None = os.open(TAINTED, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self._tainted = None
         self._taint = 0
 
     @property
@@ -102,11 +107,12 @@ class Monitor:
         return self._fd is not None
 
     def begin(self, case_id: str) -> None:
-        self._taint = read_taint()
+        self._taint = read_taint(self._tainted)
         if self._fd is None:
             return
         os.lseek(self._fd, 0, os.SEEK_END)
-        os.write(self._fd, f"pinhole: begin {case_id}\n".encode())
+        # At KERN_DEBUG: in dmesg for whoever reads it, kept off a (slow, serial) console.
+        os.write(self._fd, f"<7>pinhole: begin {case_id}\n".encode())
 
     def end(self) -> Slice:
         body = []
@@ -120,9 +126,10 @@ class Monitor:
             if facility == KERNEL_FACILITY:
                 body.append(text)
         own = {os.getpid(), *map(int, os.listdir("/proc/self/task"))}
-        return Slice(body, findings(body, own), self._taint, read_taint())
+        return Slice(body, findings(body, own), self._taint, read_taint(self._tainted))
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for fd in (self._fd, self._tainted):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._tainted = None

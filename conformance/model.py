@@ -10,7 +10,8 @@ the checks of a cell.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -49,9 +50,9 @@ class Case:
     mutation: str
     check: str
 
-    @property
+    @cached_property  # asked for on every record and report line
     def id(self) -> str:
-        return ".".join(asdict(self).values())
+        return ".".join(getattr(self, name) for name in CASE_FIELDS)
 
     @property
     def cell(self) -> str:
@@ -64,10 +65,13 @@ class Case:
     def from_id(cls, case_id: str) -> Case:
         """The case an id names; dimensions.parse_case() also checks every name."""
         parts = case_id.split(".")
-        names = [f.name for f in fields(cls)]
-        if len(parts) != len(names):
-            raise ValueError(f"a case id has {len(names)} parts ({'.'.join(names)}): {case_id}")
+        if len(parts) != len(CASE_FIELDS):
+            raise ValueError(f"a case id has {len(CASE_FIELDS)} parts "
+                             f"({'.'.join(CASE_FIELDS)}): {case_id}")
         return cls(*parts)
+
+
+CASE_FIELDS = tuple(f.name for f in fields(Case))
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,12 @@ class Result:
     duration_s: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
-        d = {"id": self.case.id, **asdict(self.case), **asdict(self)}
-        del d["case"]
-        return d
+        case = self.case
+        return {"id": case.id, **{name: getattr(case, name) for name in CASE_FIELDS},
+                **{name: getattr(self, name) for name in RESULT_FIELDS},
+                "spec": list(self.spec), "duration_s": self.duration_s}
+
+
+# A record's own fields besides its case, in results.json's order.
+RESULT_FIELDS = tuple(f.name for f in fields(Result) if f.name not in ("case", "spec",
+                                                                        "duration_s"))

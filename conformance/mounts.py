@@ -8,6 +8,7 @@ reached through /proc/self/fd/N/... paths.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from . import abi
 from .abi import ffi
@@ -78,3 +79,24 @@ class DetachedMount:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def mount_of(path: Path, mounts: str | None = None) -> tuple[str, list[str]] | None:
+    """The filesystem type and options of the mount that holds path (the longest mount point
+    that is a prefix of it), from /proc/self/mounts."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/self/mounts").read_text()
+        except OSError:
+            return None
+    target = os.path.realpath(path)
+    best: tuple[int, str, list[str]] | None = None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        point = fields[1].replace("\\040", " ").replace("\\011", "\t")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= best[0]):
+            best = (len(point), fields[2], fields[3].split(","))
+    return None if best is None else (best[1], best[2])

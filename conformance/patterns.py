@@ -16,6 +16,11 @@ def fill(tag: str, length: int) -> bytes:
     return "".join(f"<{tag}:{i * record:08x}>" for i in range(count)).encode()[:length]
 
 
+@lru_cache(maxsize=8)
+def _zeros(length: int) -> bytes:
+    return bytes(length)
+
+
 def _whole_pattern(data: bytes) -> str | None:
     """The tag when data is one pattern, or a slice of one, as pages of a file written with
     it are; found from its first record and checked with one comparison."""
@@ -33,7 +38,7 @@ def describe(data: bytes) -> str:
     """'zeros', 'pattern "pin"', or a short note on mixed content."""
     if not data:
         return "nothing (past EOF)"
-    if data.count(0) == len(data):
+    if data == _zeros(len(data)):  # one memcmp, where counting took 1 ms for a 2 MiB page
         return "zeros"
     whole = _whole_pattern(data)
     if whole:

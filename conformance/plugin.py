@@ -4,7 +4,7 @@ written by the controller (the xdist master, or the only process)."""
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -15,7 +15,6 @@ from _pytest.mark.expression import Expression
 
 from . import guest, hugepages, lifetime, probe, results
 from .availability import missing
-from .backings.blockfs import scratch_problem
 from .checks import OPT_IN
 from .dimensions import VOCABULARY, UnknownName, cells, names, parse_case, universe
 from .expectations import SPEC_CHECKED, Spec, SpecError
@@ -23,6 +22,7 @@ from .model import Case, Cell, Result
 from .reports import terminal
 from .runner import run_cell
 from .running_kernel import running
+from .scratch import scratch_problem
 from .worker import Worker
 
 SPEC = pytest.StashKey[Spec]()
@@ -80,11 +80,11 @@ def keyword_filter(expression: str):
 @dataclass
 class Plan:
     """What a run will do, worked out the same way in every process of it: the cells to run,
-    and the records of the cases known to skip here (their pin or backing is missing), which
+    and the results of the cases known to skip here (their pin or backing is missing), which
     need no item, no worker and no trial."""
 
     cells: list[Cell]
-    skipped: list[dict]
+    skipped: list[Result]
 
     @property
     def planned(self) -> int:
@@ -118,7 +118,7 @@ def plan(config: pytest.Config) -> Plan:
                 continue
             why = missing(cell.first.pin, cell.first.backing)
             if why:
-                skipped += [Result(c, "skip", reason=why).as_dict() for c in cases]
+                skipped += [Result(c, "skip", reason=why) for c in cases]
             else:
                 run.append(Cell(cases))
         config.stash[PLAN] = Plan(run, skipped)
@@ -166,6 +166,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=empty)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # each item's node id is asked about four times
 def param_id_of(nodeid: str) -> str | None:
     """The cell or control id in a node id's brackets; None for any other parameter."""
     if "[" not in nodeid:
@@ -194,7 +195,7 @@ def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker):
 
     def run(cell: Cell) -> None:
         done = run_cell(cell, pinhole_worker, spec)
-        request.node.user_properties.append((RECORD, json.dumps([r.as_dict() for r in done])))
+        request.node.user_properties.append((RECORD, [r.as_dict() for r in done]))
         conclude(done)
 
     return run
@@ -224,7 +225,9 @@ def conclude(done: list[Result]) -> None:
 
 
 def records_of(properties: list[tuple[str, object]]) -> list[dict]:
-    return [rec for k, v in properties if k == RECORD for rec in json.loads(v)]
+    """The records an item's report carries: plain lists of dicts, which xdist (execnet)
+    carries to the controller as they are."""
+    return [rec for k, v in properties if k == RECORD for rec in v]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -238,7 +241,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     control_id = getattr(item, "callspec", None) and item.callspec.params.get("control")
     if control_id and (rep.when == "call" or (rep.when == "setup" and not rep.passed)):
         record = control_record(item, rep, control_id)
-        rep.user_properties.append((RECORD, json.dumps([record])))
+        rep.user_properties.append((RECORD, [record]))
 
 
 def control_record(item: pytest.Item, rep: pytest.TestReport, control_id: str) -> dict:
@@ -287,6 +290,7 @@ class Controller:
         self.started = time.time()
         self.reservation: hugepages.Reservation | None = None
         self.plan = plan(config)
+        self.skipped = [r.as_dict() for r in self.plan.skipped]
         # A cell item's id → its case ids; a control's id is its own.
         self.members = {c.id: [case.id for case in c.cases] for c in self.plan.cells}
         self.begun: dict[str, None] = {}
@@ -297,11 +301,15 @@ class Controller:
         self.terminal: terminal.Terminal | None = None
         self.doc: dict | None = None
 
-    def record(self, rec: dict) -> None:
-        self.cases[rec["id"]] = rec
+    def record(self, *recs: dict) -> None:
+        """Records that arrived together: a cell's cases, written to progress.jsonl at once
+        (one write, where each is a 9p round trip in a VM)."""
         if self.progress:
-            self.progress.record(rec)
-        if self.terminal:
+            self.progress.record(*recs)
+        for rec in recs:
+            self.cases[rec["id"]] = rec
+            if not self.terminal:
+                continue
             self.terminal.record(rec)
             if rec.get("check") == "kernel-view" and (self.planned or 0) <= SHOW_KERNEL_VIEW:
                 self.write_line(f"{rec['id']}: {rec['outcome'] or rec['verdict']}")
@@ -324,12 +332,12 @@ class Controller:
         and the like deselected theirs)."""
         if self.planned is None:
             params = [p for p in map(param_id_of, nodeids) if p]
-            self.planned = len(self.plan.skipped) + sum(len(self.ids(p)) for p in params)
+            self.planned = len(self.skipped) + sum(len(self.ids(p)) for p in params)
             if self.progress:
                 self.progress.planned(self.planned)
             if self.terminal and self.planned:  # pinhole's own tests plan no case
                 cells_ = {c.id: c for c in self.plan.cells}
-                self.terminal.plan([*self.plan.skipped, *(
+                self.terminal.plan([*self.skipped, *(
                     {"id": i, "pin": results.CONTROL} for i in params if i not in cells_), *(
                     {"id": c.id, "pin": c.pin, "backing": c.backing}
                     for p in params if p in cells_ for c in cells_[p].cases)])
@@ -348,10 +356,10 @@ class Controller:
             self.write_line = reporter.write_line
             self.terminal = terminal.Terminal(reporter.write_line,
                                               self.config.option.verbose, reporter.isatty)
-        for rec in self.plan.skipped:  # the terminal has them from its plan
+        for rec in self.skipped:  # the terminal has them from its plan
             self.cases[rec["id"]] = rec
-            if self.progress:
-                self.progress.record(rec)
+        if self.progress:
+            self.progress.record(*self.skipped)
         workers = self.config.getoption("numprocesses", None) or 1
         hugetlb = {c.first.backing for c in self.plan.cells} & {"memfd-hugetlb", "hugetlbfs"}
         if hugetlb:
@@ -362,8 +370,7 @@ class Controller:
         # control's only on the report that decided it.
         records = records_of(report.user_properties)
         if records and (report.when == "call" or records[0]["pin"] == results.CONTROL):
-            for rec in records:
-                self.record(rec)
+            self.record(*records)
             return
         param = param_id_of(report.nodeid)
         if records or param is None or all(i in self.cases for i in self.ids(param)):

@@ -60,7 +60,11 @@ def madvise(addr: int, length: int, advice: int) -> None:
 
 
 def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
-    check(libc.fallocate(fd, mode, offset, length), f"fallocate(mode={mode:#x})")
+    """Retried on EINTR, as os retries its calls (PEP 475): hugetlbfs stops allocating at
+    any signal (fs/hugetlbfs/inode.c hugetlbfs_fallocate()), and repeating it is harmless."""
+    while libc.fallocate(fd, mode, offset, length) < 0:
+        if ffi.errno != _errno.EINTR:
+            raise fail(f"fallocate(mode={mode:#x})")
 
 
 def msync(addr: int, length: int, flags: int) -> None:

@@ -201,6 +201,10 @@ def test_kcidb_validates_and_a_broken_path_does_not(two):
     broken = copy.deepcopy(sub)
     broken["tests"][0]["path"] = "io_uring..bad path"
     with pytest.raises(jsonschema.ValidationError):
+        kcidb.validate(broken, every_test=True)
+    # A run checks one test of each shape: the broken one is its status's longest path.
+    broken["tests"][0]["path"] += "..bad path"
+    with pytest.raises(jsonschema.ValidationError):
         kcidb.validate(broken)
 
 
@@ -552,7 +556,7 @@ def test_full_size_reports_are_small(full):
     assert sum(sizes.values()) < 8_000_000, sizes
     sub = kcidb.load(out / "kcidb.json.gz")
     assert len(sub["tests"]) == 36_506
-    kcidb.validate(sub)
+    kcidb.validate(sub, every_test=True)
 
 
 @pytest.mark.skipif(not os.path.exists("/tmp/old/host/results.json"),

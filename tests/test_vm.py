@@ -6,6 +6,7 @@ import pytest
 
 from conformance import guest, vm
 from conformance.debian import Kernel
+from conformance.mounts import mount_of
 
 KERNEL = Kernel("6.12.118+deb13-amd64", "6.12.118-1", Path("/k/boot/vmlinuz"),
                 Path("/k/boot/config"))
@@ -74,9 +75,9 @@ def test_progress_is_fsynced_only_where_a_write_may_stay_in_the_guest(
 
 
 def test_the_longest_mount_point_wins() -> None:
-    assert guest.mount_of(Path("/root/.cache/pinhole/vm/run-x/a"), MOUNTS)[0] == "9p"
-    assert guest.mount_of(Path("/tmp/a"), MOUNTS)[0] == "tmpfs"
-    assert guest.mount_of(Path("/tmpfoo"), MOUNTS)[1][0] == "ro"  # / , not /tmp
+    assert mount_of(Path("/root/.cache/pinhole/vm/run-x/a"), MOUNTS)[0] == "9p"
+    assert mount_of(Path("/tmp/a"), MOUNTS)[0] == "tmpfs"
+    assert mount_of(Path("/tmpfoo"), MOUNTS)[1][0] == "ro"  # / , not /tmp
 
 
 def test_the_blacklist_spares_what_pinhole_loads_and_checksums_with() -> None:

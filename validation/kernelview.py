@@ -101,30 +101,29 @@ def guest(out: Path, cells: list[tuple[str, ...]]) -> None:
     modules = g.load_modules()
     available = kernelview.availability()
     records = []
-    with g.scratch() as (where, _):
-        os.environ["PINHOLE_SCRATCH"] = where
-        reservation = hugepages.Reservation(4)
-        worker = Worker()
-        try:
-            for cell in cells:
-                case = Case(*cell, "kernel-view")
-                seen: dict = {}
-                start = time.monotonic()
-                try:
-                    runner.trial(case, list(CHECKS), worker, seen)
-                except Exception as e:  # noqa: BLE001 - a part that cannot run here
-                    seen = dict.fromkeys(CHECKS, e)
-                rec = {"cell": ".".join(cell), "seconds": round(time.monotonic() - start, 3)}
-                for check, obs in seen.items():
-                    rec[check] = ({"error": f"{type(obs).__name__}: {obs}"}
-                                  if isinstance(obs, Exception) else
-                                  {"outcome": obs.outcome, "detail": obs.detail})
-                records.append(rec)
-                print(rec["cell"], {k: v.get("outcome", v.get("error", ""))[:120]
-                                    for k, v in rec.items() if isinstance(v, dict)}, flush=True)
-        finally:
-            worker.close()
-            reservation.release()
+    os.environ["PINHOLE_SCRATCH"] = g.writable_tmpfs()
+    reservation = hugepages.Reservation(4)
+    worker = Worker()
+    try:
+        for cell in cells:
+            case = Case(*cell, "kernel-view")
+            seen: dict = {}
+            start = time.monotonic()
+            try:
+                runner.trial(case, list(CHECKS), worker, seen)
+            except Exception as e:  # noqa: BLE001 - a part that cannot run here
+                seen = dict.fromkeys(CHECKS, e)
+            rec = {"cell": ".".join(cell), "seconds": round(time.monotonic() - start, 3)}
+            for check, obs in seen.items():
+                rec[check] = ({"error": f"{type(obs).__name__}: {obs}"}
+                              if isinstance(obs, Exception) else
+                              {"outcome": obs.outcome, "detail": obs.detail})
+            records.append(rec)
+            print(rec["cell"], {k: v.get("outcome", v.get("error", ""))[:120]
+                                for k, v in rec.items() if isinstance(v, dict)}, flush=True)
+    finally:
+        worker.close()
+        reservation.release()
     # The first call pays for importing drgn and indexing vmlinux (load_s); the rest is the
     # per-case cost.
     view_s = round(statistics.median(timings[1:]), 4) if len(timings) > 1 else None

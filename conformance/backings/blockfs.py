@@ -5,39 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from typing import ClassVar
 
 from ..errors import SetupFailed
 from ..loop import LoopDevice
 from ..mounts import DetachedMount, kernel_has
+from ..scratch import scratch_dir
 from .base import Availability, Backing, root_or
-
-SCRATCH_ENV = "PINHOLE_SCRATCH"
-
-
-def scratch_dir() -> str:
-    """Where loop images live (unnamed O_TMPFILE files): $PINHOLE_SCRATCH or /var/tmp."""
-    return os.environ.get(SCRATCH_ENV) or ("/var/tmp" if os.path.isdir("/var/tmp")
-                                           else tempfile.gettempdir())
-
-
-def scratch_problem() -> str | None:
-    """Why $PINHOLE_SCRATCH cannot hold loop images (missing, not a directory, read-only),
-    or None; checked before a run so a bad value is one error, not one per case."""
-    where = os.environ.get(SCRATCH_ENV)
-    if not where:
-        return None
-    if not os.path.exists(where):
-        return f"{SCRATCH_ENV}={where}: no such directory"
-    if not os.path.isdir(where):
-        return f"{SCRATCH_ENV}={where}: not a directory"
-    try:
-        with tempfile.TemporaryFile(dir=where):
-            pass
-    except OSError as e:
-        return f"{SCRATCH_ENV}={where}: cannot create files there: {e.strerror}"
-    return None
 
 
 class BlockFs(Backing):

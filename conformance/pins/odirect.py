@@ -1,6 +1,10 @@
 """O_DIRECT I/O from and into the mapping: a short-term FOLL_PIN, taken again for every I/O,
 as a control for the long-term pins. Observing is an O_DIRECT write of the range to a
-scratch file ('ro' is that alone); writing is an O_DIRECT read into the range ('rw').
+scratch device ('ro' is that alone); writing is an O_DIRECT read into the range ('rw').
+
+The scratch is a small loop device of the worker's own over an image in memory, written
+raw (block/fops.c blkdev_direct_IO() pins the pages as any filesystem's direct I/O does),
+so an I/O costs no disk; without root, a file in $PINHOLE_SCRATCH or /var/tmp.
 
 Because the pin is retaken each time it follows the mapping as it is at that moment: it
 can never hold a detached page, and a range past EOF faults (EFAULT) rather than be read.
@@ -10,23 +14,29 @@ from __future__ import annotations
 
 import os
 
-from ..backings.blockfs import scratch_dir
 from ..errors import PinRefused
-from ..loop import unnamed_file
+from ..loop import LoopDevice, unnamed_file
 from ..model import Availability
+from ..scratch import disk_dir, is_tmpfs, scratch_dir
 from .base import Mechanism, Pinned
 
+# Room for a 2 MiB huge page and more.
+DEVICE_SIZE = 4 << 20
 
-def scratch_pair(where: str) -> tuple[int, int]:
-    """An unnamed file in `where`, opened buffered and O_DIRECT (the kernel keeps the two
-    coherent); OSError where the filesystem refuses O_DIRECT."""
-    buffered = unnamed_file(where)
+
+def direct_twin(buffered: int) -> tuple[int, int]:
+    """buffered and an O_DIRECT open of the same file (the kernel keeps the two coherent);
+    OSError, with buffered closed, where O_DIRECT is refused."""
     try:
         return buffered, os.open(f"/proc/self/fd/{buffered}",
                                  os.O_RDWR | os.O_DIRECT | os.O_CLOEXEC)
     except OSError:
         os.close(buffered)
         raise
+
+
+def root_scratch() -> bool:
+    return os.geteuid() == 0 and os.path.exists("/dev/loop-control")
 
 
 class DirectIO(Pinned):
@@ -63,18 +73,31 @@ class ODirect(Mechanism):
     access = ("ro", "rw")
     traits = frozenset({"writable"})
     scratch: tuple[int, int] | None = None
+    device: LoopDevice | None = None
 
     def availability(self) -> Availability:
-        try:
-            for fd in scratch_pair(scratch_dir()):
-                os.close(fd)
-        except OSError as e:
-            return Availability.no(f"O_DIRECT refused in {scratch_dir()} ({e.strerror}): set "
+        if root_scratch():
+            return Availability.yes(f"a loop device over an image in {scratch_dir()}")
+        where = disk_dir()
+        # tmpfs takes O_DIRECT from 6.6 but copies the data, pinning nothing (e88e0d366f9c).
+        why = "tmpfs copies O_DIRECT I/O" if is_tmpfs(where) else None
+        if not why:
+            try:
+                for fd in direct_twin(unnamed_file(where)):
+                    os.close(fd)
+            except OSError as e:
+                why = f"O_DIRECT refused ({e.strerror})"
+        if why:
+            return Availability.no(f"{why} in {where}: run as root (a loop device), or set "
                                    "PINHOLE_SCRATCH to a directory on ext4, xfs or btrfs")
-        return Availability.yes(f"scratch file in {scratch_dir()}")
+        return Availability.yes(f"scratch file in {where}")
 
     def setup(self) -> None:
-        self.scratch = scratch_pair(scratch_dir())
+        if root_scratch():
+            self.device = LoopDevice(DEVICE_SIZE, scratch_dir())
+            self.scratch = direct_twin(os.open(self.device.path, os.O_RDWR | os.O_CLOEXEC))
+        else:
+            self.scratch = direct_twin(unnamed_file(disk_dir()))
 
     def pin(self, subject, access: str) -> Pinned:
         return DirectIO(self.scratch, subject.addr, subject.length)
@@ -83,6 +106,9 @@ class ODirect(Mechanism):
         for fd in self.scratch or ():
             os.close(fd)
         self.scratch = None
+        if self.device:
+            self.device.close()
+            self.device = None
 
 
 # What this module adds to the registry (pins/__init__.py).

@@ -3,6 +3,8 @@ and kcidb.json.gz for tools, a regression diff, and the summary at the end of a 
 
 from __future__ import annotations
 
+import os
+import traceback
 from pathlib import Path
 
 from .. import results
@@ -18,21 +20,36 @@ FILES = ("summary.md", "matrix.md", "matrix.html", "results.ktap", "junit.xml", 
 def write_all(out: Path, docs: list[dict], baseline: list[dict] | None = None) -> list[Path]:
     """FILES in out: summary.md (with what changed since baseline, when given), matrix.md,
     matrix.html, results.ktap (one subtest per kernel when several), junit.xml and a validated
-    kcidb.json.gz (one checkout and build per kernel)."""
+    kcidb.json.gz (one checkout and build per kernel). The two matrices, half the work, are
+    written by a forked child while this process writes the rest."""
     out.mkdir(parents=True, exist_ok=True)
-    sub = kcidb.validate(kcidb.build_all(docs))
-    written = [
-        write(out / "summary.md", mail.render(docs, baseline)),
-        write(out / "matrix.md", markdown.render(docs)),
-        write(out / "matrix.html", html.render(docs)),
-        write(out / "results.ktap", ktap.render(docs[0]) if len(docs) == 1
-              else ktap.render_many(docs)),
-        write(out / "junit.xml", junit.render(docs)),
-        write_bytes(out / "kcidb.json.gz", kcidb.dump(sub)),
-    ]
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            write(out / "matrix.md", markdown.render(docs))
+            write(out / "matrix.html", html.render(docs))
+            code = 0
+        except BaseException:  # noqa: BLE001 - shown here, raised again by the parent
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    try:
+        sub = kcidb.validate(kcidb.build_all(docs))
+        written = [
+            write(out / "summary.md", mail.render(docs, baseline)),
+            write(out / "results.ktap", ktap.render(docs[0]) if len(docs) == 1
+                  else ktap.render_many(docs)),
+            write(out / "junit.xml", junit.render(docs)),
+            write_bytes(out / "kcidb.json.gz", kcidb.dump(sub)),
+        ]
+    finally:
+        _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status):
+        raise RuntimeError(f"writing matrix.md and matrix.html failed (status {status:#x})")
     # A plain kcidb.json of an older run in the same directory would say something else.
     (out / "kcidb.json").unlink(missing_ok=True)
-    return written
+    return [written[0], out / "matrix.md", out / "matrix.html", *written[1:]]
 
 
 def write_bytes(path: Path, data: bytes) -> Path:

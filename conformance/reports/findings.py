@@ -4,6 +4,7 @@ summary.md and matrix.html all show these groups."""
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -27,10 +28,16 @@ def plural(n: int, word: str) -> str:
     return f"{count(n)} {word}{'' if n == 1 else 's'}"
 
 
+@functools.cache  # a few hundred entries, asked for by every record of a full run
+def spec_name(where: str) -> str:
+    """A spec entry as file:line, without its directory."""
+    return Path(where).name
+
+
 def rule_of(case: dict) -> str:
     """The spec entry that decided the case, as file:line; '' when none did."""
     spec = case.get("spec") or []
-    return Path(spec[-1]).name if spec else ""
+    return spec_name(spec[-1]) if spec else ""
 
 
 def head(reason: str) -> str:

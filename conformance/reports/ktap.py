@@ -3,10 +3,9 @@ directives and its closing Totals line; several runs nest one subtest per kernel
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from .. import results
 from . import about
+from .findings import spec_name
 
 # kselftest_test_result_code(): xfail and xpass are "ok" with a directive, skip is "ok # SKIP",
 # and ktap.rst wants ERROR on a "not ok" line.
@@ -28,7 +27,7 @@ def diagnostics(case: dict) -> list[str]:
     keys = ("detail", "reason") if case["verdict"] == "fail" else ("detail",)
     lines = [f"# {key}: {one_line(case[key])}" for key in keys if case.get(key)]
     if case.get("spec") and case["verdict"] == "fail":
-        lines.append("# spec: " + " ".join(Path(s).name for s in case["spec"]))
+        lines.append("# spec: " + " ".join(spec_name(s) for s in case["spec"]))
     lines += [f"# dmesg: {one_line(line)}" for line in (case.get("dmesg") or "").splitlines()]
     if case.get("taint"):
         lines.append(f"# taint: {case['taint']}")

@@ -6,12 +6,12 @@ from __future__ import annotations
 import textwrap
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from string import ascii_lowercase
 
 from .. import results
 from ..dimensions import VOCABULARY
 from . import about, grid
+from .findings import spec_name
 
 # matrix.md is pasted into mail: no line may pass WIDTH. Wider tables name their mutation
 # columns by letter and split by mutation family; the reasons column keeps REASONS of room.
@@ -32,7 +32,7 @@ class Footnotes:
         for c in cell.cases:
             if c.get("reason") == reason:
                 self.verdicts.setdefault(reason, []).append(c["verdict"])
-                self.spec.setdefault(reason, []).extend(Path(s).name for s in c.get("spec", []))
+                self.spec.setdefault(reason, []).extend(spec_name(s) for s in c.get("spec", []))
         return n
 
     def render(self) -> str:
