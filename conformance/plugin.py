@@ -234,7 +234,12 @@ def records_of(properties: list[tuple[str, object]]) -> list[dict]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     rep = outcome.get_result()
+    # The report gets its own list, and the item's records go with the call report only:
+    # carried again on the teardown report they cost the controller a second decoding.
+    rep.user_properties = list(item.user_properties)
     records = records_of(item.user_properties)
+    if rep.when == "call":
+        item.user_properties[:] = [p for p in item.user_properties if p[0] != RECORD]
     xpass = [r for r in records if r["verdict"] == "xpass"]
     if xpass and rep.when == "call" and rep.passed:
         rep.wasxfail = xpass[0]["reason"]  # pytest shows XPASS
@@ -366,8 +371,7 @@ class Controller:
             self.reservation = hugepages.Reservation(HUGEPAGES_PER_WORKER * int(workers) + 2)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        # A cell's records ride on its call report and, again, on its teardown report; a
-        # control's only on the report that decided it.
+        # A cell's records ride on its call report; a control's on the report that decided it.
         records = records_of(report.user_properties)
         if records and (report.when == "call" or records[0]["pin"] == results.CONTROL):
             self.record(*records)
