@@ -160,6 +160,14 @@ def _kernel_view_available() -> Availability:
     return kernelview.availability()
 
 
+def unavailable(check: str) -> str | None:
+    """Why this kernel cannot run an opt-in check at all (known before any trial), or None."""
+    if check != "kernel-view":
+        return None
+    available = _kernel_view_available()
+    return None if available.ok else available.reason
+
+
 def kernel_view(t: Trial, base: Baseline, effect: Effect) -> Observation:
     """Which folios the pin holds right after the mutation, as the kernel says (drgn over
     /proc/kcore): the file's own at that index, the zeropage, an orphan in no page cache, a

@@ -54,6 +54,13 @@ def parse_case(case_id: str) -> Case:
     return case
 
 
+def is_cell_id(text: str) -> bool:
+    """Whether text names a cell (a case id without its check), every part known."""
+    parts, dims = text.split("."), [d for d in VOCABULARY if d != "check"]
+    return len(parts) == len(dims) and all(
+        p in VOCABULARY[d] for d, p in zip(dims, parts, strict=True))
+
+
 def writes_through_pin(check: str, mutation: str) -> bool:
     """Only a pin with access 'rw' can be written through."""
     return check == "pin-to-file" or mutation == "pin-write"

@@ -15,8 +15,8 @@ from _pytest.mark.expression import Expression
 
 from . import guest, hugepages, lifetime, probe, results
 from .availability import missing
-from .checks import OPT_IN
-from .dimensions import VOCABULARY, UnknownName, cells, names, parse_case, universe
+from .checks import OPT_IN, unavailable
+from .dimensions import VOCABULARY, UnknownName, cells, is_cell_id, names, universe
 from .expectations import SPEC_CHECKED, Spec, SpecError
 from .model import Case, Cell, Result
 from .reports import terminal
@@ -80,8 +80,8 @@ def keyword_filter(expression: str):
 @dataclass
 class Plan:
     """What a run will do, worked out the same way in every process of it: the cells to run,
-    and the results of the cases known to skip here (their pin or backing is missing), which
-    need no item, no worker and no trial."""
+    and the results of the cases known to skip here (their pin or backing is missing, or an
+    opt-in check this kernel cannot run at all), which need no item, no worker and no trial."""
 
     cells: list[Cell]
     skipped: list[Result]
@@ -112,15 +112,14 @@ def plan(config: pytest.Config) -> Plan:
         wanted = keyword_filter(config.getoption("keyword"))
         part, parts = shard(config)
         run, skipped = [], []
+        lacking = {c: why for c in extra if (why := unavailable(c))}
         for i, cell in enumerate(cells(selection, extra)):
             cases = tuple(c for c in cell.cases if wanted(c.id)) if i % parts == part else ()
-            if not cases:
-                continue
-            why = missing(cell.first.pin, cell.first.backing)
-            if why:
-                skipped += [Result(c, "skip", reason=why) for c in cases]
-            else:
-                run.append(Cell(cases))
+            why = cases and missing(cell.first.pin, cell.first.backing)
+            known = [c for c in cases if why or c.check in lacking]
+            skipped += [Result(c, "skip", reason=why or lacking[c.check]) for c in known]
+            if len(known) < len(cases):
+                run.append(Cell(tuple(c for c in cases if c not in known)))
         config.stash[PLAN] = Plan(run, skipped)
     return config.stash[PLAN]
 
@@ -172,13 +171,7 @@ def param_id_of(nodeid: str) -> str | None:
     if "[" not in nodeid:
         return None
     found = nodeid.rsplit("[", 1)[-1].rstrip("]")
-    if results.is_control(found):
-        return found
-    try:
-        parse_case(f"{found}.{next(iter(VOCABULARY['check']))}")
-    except ValueError:
-        return None
-    return found
+    return found if results.is_control(found) or is_cell_id(found) else None
 
 
 @pytest.fixture(scope="session")

@@ -25,12 +25,31 @@ PATIENCE_S = 10.0
 # A mutation that waited on the pin finishes at once when the pin goes; one still running
 # this long after the release was merely slow, not blocked by the pin.
 RELEASE_S = 2.0
+# How often a running mutation's kernel stack is read.
+POLL_S = 0.05
+# Kernel functions in which a mutation waits for the pinned pages to be idle: seen on its
+# stack, the wait is the pin's at once, not after PATIENCE_S (10 s a cell under TCG).
+# ext4_break_layouts(), xfs_break_dax_layouts() and their ..._wait_dax_page() callbacks
+# (6.12); dax_break_layout_inode() and dax_wait_page_idle() from 6.15.
+WAITS_FOR_IDLE_PAGES = ("break_layout", "break_dax_layout", "wait_dax_page",
+                        "dax_wait_page")
+
+
+def waiting_for_idle_pages(tid: int) -> str | None:
+    """The function on a thread's kernel stack that waits for pinned DAX pages to go idle,
+    or None (also where /proc/PID/task/TID/stack is unreadable: no root, no STACKTRACE)."""
+    try:
+        with open(f"/proc/self/task/{tid}/stack") as f:
+            frames = [line.split("] ", 1)[-1].split("+", 1)[0] for line in f]
+    except OSError:
+        return None
+    return next((fn for fn in frames if any(w in fn for w in WAITS_FOR_IDLE_PAGES)), None)
 
 
 def mutate(trial: Trial, base: Baseline) -> Effect | Observation:
     """Apply the case's mutation; one that waits on the pin is seen through, not hung on:
-    after PATIENCE_S the pin is released, and a mutation that then finishes within RELEASE_S
-    was `blocked` by the pin."""
+    once its kernel stack shows it waiting for the pinned pages (else after PATIENCE_S) the
+    pin is released, and a mutation that then finishes within RELEASE_S was `blocked` by it."""
     box: dict[str, object] = {}
 
     def work() -> None:
@@ -41,8 +60,15 @@ def mutate(trial: Trial, base: Baseline) -> Effect | Observation:
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    thread.join(PATIENCE_S)
+    deadline, waits = time.monotonic() + PATIENCE_S, None
+    thread.join(POLL_S)
+    while thread.is_alive() and time.monotonic() < deadline:
+        waits = waiting_for_idle_pages(thread.native_id)
+        if waits:
+            break
+        thread.join(POLL_S)
     if thread.is_alive():
+        waited = PATIENCE_S - max(deadline - time.monotonic(), 0)
         trial.pinned.release()
         released = time.monotonic()
         thread.join(PATIENCE_S)
@@ -51,12 +77,13 @@ def mutate(trial: Trial, base: Baseline) -> Effect | Observation:
             raise RuntimeError(f"{trial.case.mutation} is still running {PATIENCE_S:.0f} s "
                                "after the pin went: hung, not blocked by the pin")
         if after > RELEASE_S:
-            raise RuntimeError(f"{trial.case.mutation} took {PATIENCE_S + after:.1f} s and "
+            raise RuntimeError(f"{trial.case.mutation} took {waited + after:.1f} s and "
                                f"{after:.1f} s of it after the pin went: slow, not blocked "
                                "by the pin")
-        return Observation("blocked", f"{trial.case.mutation} was still waiting after "
-                           f"{PATIENCE_S:.0f} s with the pin held, and finished "
-                           f"{after:.2f} s after the pin or reference was dropped")
+        how = (f"was waiting in {waits}() for the pinned pages to go idle after {waited:.2f} s"
+               if waits else f"was still waiting after {PATIENCE_S:.0f} s")
+        return Observation("blocked", f"{trial.case.mutation} {how} with the pin held, and "
+                           f"finished {after:.2f} s after the pin or reference was dropped")
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["effect"]  # type: ignore[return-value]

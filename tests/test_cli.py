@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance import results
+from conformance import kernelview, results
 from conformance.reports import kcidb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,3 +236,18 @@ def test_old_runs_are_pruned_but_not_a_running_one_nor_foreign_files(tmp_path, m
     monkeypatch.setenv(cli.KEEP_ENV, "none")
     with pytest.raises(cli.UsageError, match="PINHOLE_KEEP_RUNS"):
         cli.keep_runs()
+
+
+@pytest.mark.skipif(kernelview.availability().ok,
+                    reason="this kernel's debug info is here: the kernel view would run")
+def test_kernel_view_without_debug_info_is_planned_skips(tmp_path):
+    """Where the kernel view cannot run at all, its cases are known skips with the reason
+    (how to get the debug info), planned like a missing pin: no trial is spent on them."""
+    r = pinhole("run", "--out", str(tmp_path), "-n", "0", "--kernel-view", "--pin", "vmsplice",
+                "--backing", "memfd", "--state", "hole", "--mutation", "none,pwrite")
+    assert r.returncode == 0, r.stderr
+    assert "known to skip" in r.stdout
+    views = [c for c in results.load(tmp_path / "results.json")["cases"]
+             if c["check"] == "kernel-view"]
+    assert views and all(c["verdict"] == "skip" and not c["duration_s"] for c in views)
+    assert len({c["reason"] for c in views}) == 1

@@ -1,5 +1,6 @@
 """What the runner makes of a mutation that waits: blocked only if it waited for the pin."""
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -62,3 +63,32 @@ def test_slow_but_not_waiting_for_the_pin_is_no_verdict(monkeypatch):
 
 def test_quick_mutation_gives_its_effect(monkeypatch):
     assert run_with(monkeypatch, lambda t, base: "effect") == "effect"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: /proc/PID/task/TID/stack")
+def test_a_wait_seen_on_the_kernel_stack_is_blocked_at_once(monkeypatch):
+    """A thread asleep in a futex shows futex_wait on its kernel stack: named as the wait,
+    the release comes at once rather than after the patience."""
+    monkeypatch.setattr(runner, "WAITS_FOR_IDLE_PAGES", ("futex_wait",))
+    monkeypatch.setattr(runner, "PATIENCE_S", 30.0)
+
+    def waits_for_release(t, base):
+        t.pinned.released.wait()
+        return "done"
+
+    start = time.monotonic()
+    seen = run_with(monkeypatch, waits_for_release)
+    assert seen.outcome == "blocked" and "futex_wait() for the pinned pages" in seen.detail
+    assert time.monotonic() - start < 5
+
+
+def test_an_ordinary_sleep_is_no_wait_for_idle_pages():
+    done = threading.Event()
+    t = threading.Thread(target=done.wait)
+    t.start()
+    try:
+        time.sleep(0.1)
+        assert runner.waiting_for_idle_pages(t.native_id) is None
+    finally:
+        done.set()
+        t.join()
