@@ -12,6 +12,7 @@ can never hold a detached page, and a range past EOF faults (EFAULT) rather than
 
 from __future__ import annotations
 
+import errno
 import os
 
 from ..errors import PinRefused
@@ -35,6 +36,13 @@ def direct_twin(buffered: int) -> tuple[int, int]:
         raise
 
 
+def whole(done: int, wanted: int, what: str) -> None:
+    """A short transfer (a signal, a fault part way) is the harness's error, never data for a
+    verdict: compared as it is, it would read as a pin that lost data."""
+    if done != wanted:
+        raise OSError(errno.EIO, f"{what} moved {done} of {wanted} bytes")
+
+
 def root_scratch() -> bool:
     return os.geteuid() == 0 and os.path.exists("/dev/loop-control")
 
@@ -55,14 +63,16 @@ class DirectIO(Pinned):
             done = os.pwritev(self.direct, [self._range()], 0)  # the kernel pins and reads it
         except OSError as e:
             raise PinRefused(e.errno, f"O_DIRECT write from the range: {e.strerror}") from None
+        whole(done, self.length, "O_DIRECT write from the range")
         return os.pread(self.buffered, done, 0)
 
     def write(self, data: bytes) -> None:
-        os.pwrite(self.buffered, data, 0)
+        whole(os.pwrite(self.buffered, data, 0), len(data), "write to the scratch")
         try:
-            os.preadv(self.direct, [self._range()[:len(data)]], 0)  # pins and writes it
+            done = os.preadv(self.direct, [self._range()[:len(data)]], 0)  # pins, writes it
         except OSError as e:
             raise PinRefused(e.errno, f"O_DIRECT read into the range: {e.strerror}") from None
+        whole(done, len(data), "O_DIRECT read into the range")
 
     def release(self) -> None:
         """Nothing outlives an I/O."""
