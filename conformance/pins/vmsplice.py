@@ -8,6 +8,7 @@ reading that, so the references stay in place.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -61,6 +62,9 @@ class SplicedPages(Pinned):
         r, w = pipe_of(self.chunk)
         try:
             copied = tee(source, w, self.chunk)
+            if copied != self.chunk:  # a short copy must not read as a pin that lost data
+                raise OSError(errno.EIO, f"tee() copied {copied} of the pipe's {self.chunk} "
+                              "bytes")
             data = b""
             while len(data) < copied:
                 data += os.read(r, copied - len(data))
