@@ -63,10 +63,8 @@ def _add_rxe_link() -> bool:
 def writable_tmpfs() -> str:
     """Where loop images go: a writable tmpfs (the guest sees the host's root read-only).
     O_DIRECT needs no filesystem of its own: the odirect pin writes a loop device raw."""
-    with open("/proc/self/mounts") as f:
-        tmpfs = [line.split()[1] for line in f if line.split()[2:3] == ["tmpfs"]]
     for candidate in ("/tmp", "/run", "/dev/shm"):
-        if candidate in tmpfs and os.access(candidate, os.W_OK):
+        if scratch.is_tmpfs(candidate) and os.access(candidate, os.W_OK):
             return candidate
     return "/tmp"
 

@@ -114,12 +114,13 @@ def plan(config: pytest.Config) -> Plan:
         run, skipped = [], []
         lacking = {c: why for c in extra if (why := unavailable(c))}
         for i, cell in enumerate(cells(selection, extra)):
-            cases = tuple(c for c in cell.cases if wanted(c.id)) if i % parts == part else ()
-            why = cases and missing(cell.first.pin, cell.first.backing)
-            known = [c for c in cases if why or c.check in lacking]
-            skipped += [Result(c, "skip", reason=why or lacking[c.check]) for c in known]
-            if len(known) < len(cases):
-                run.append(Cell(tuple(c for c in cases if c not in known)))
+            cases = [c for c in cell.cases if wanted(c.id)] if i % parts == part else []
+            absent = missing(cell.first.pin, cell.first.backing) if cases else None
+            why = {c: absent or lacking.get(c.check) for c in cases}  # None: it runs
+            skipped += [Result(c, "skip", reason=r) for c, r in why.items() if r]
+            left = tuple(c for c, r in why.items() if not r)
+            if left:
+                run.append(Cell(left))
         config.stash[PLAN] = Plan(run, skipped)
     return config.stash[PLAN]
 

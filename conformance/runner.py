@@ -60,15 +60,15 @@ def mutate(trial: Trial, base: Baseline) -> Effect | Observation:
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    deadline, waits = time.monotonic() + PATIENCE_S, None
+    started, waits = time.monotonic(), None
     thread.join(POLL_S)
-    while thread.is_alive() and time.monotonic() < deadline:
+    while thread.is_alive() and time.monotonic() - started < PATIENCE_S:
         waits = waiting_for_idle_pages(thread.native_id)
         if waits:
             break
         thread.join(POLL_S)
     if thread.is_alive():
-        waited = PATIENCE_S - max(deadline - time.monotonic(), 0)
+        waited = time.monotonic() - started
         trial.pinned.release()
         released = time.monotonic()
         thread.join(PATIENCE_S)

@@ -82,12 +82,16 @@ def test_a_wait_seen_on_the_kernel_stack_is_blocked_at_once(monkeypatch):
     assert time.monotonic() - start < 5
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: /proc/PID/task/TID/stack (without "
+                    "it every thread reads as not waiting, and this test could not fail)")
 def test_an_ordinary_sleep_is_no_wait_for_idle_pages():
     done = threading.Event()
     t = threading.Thread(target=done.wait)
     t.start()
     try:
         time.sleep(0.1)
+        with open(f"/proc/self/task/{t.native_id}/stack") as f:
+            assert "futex" in f.read()  # the stack was read, and it is a wait
         assert runner.waiting_for_idle_pages(t.native_id) is None
     finally:
         done.set()

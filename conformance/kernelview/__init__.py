@@ -127,11 +127,16 @@ def kernel_view(trial: object, base: object, effect: object) -> Observation:
     return Observation(outcome, f"{where}:\n{detail}")
 
 
+def _vmlinux_of(kernel: object) -> Path | None:
+    """The vmlinux with DWARF pinhole already has for a kernel (a cheap stat: no apt)."""
+    return vmlinux_for(getattr(kernel, "config_path", None), kernel.vmlinuz,  # type: ignore[attr-defined]
+                       kernel.release, getattr(kernel, "build_dir", None))  # type: ignore[attr-defined]
+
+
 def guest_env(kernel: object) -> dict[str, str]:
     """For multikernel.guest_command(): the vmlinux of a kernel about to boot, if pinhole has
-    it (a cheap stat: no apt, no reading of the file)."""
-    path = vmlinux_for(getattr(kernel, "config_path", None), kernel.vmlinuz,  # type: ignore[attr-defined]
-                       kernel.release, getattr(kernel, "build_dir", None))  # type: ignore[attr-defined]
+    it."""
+    path = _vmlinux_of(kernel)
     return {ENV: str(path)} if path else {}
 
 
@@ -140,8 +145,7 @@ def fetch_debuginfo(kernel: object) -> Path | None:
     DWARF, fetching the -dbg package if need be (about a gigabyte; debuginfo.fetch_dbg()).
     A kernel pinhole builds already has it; any other kernel returns None (the check skips
     with its reason)."""
-    have = vmlinux_for(getattr(kernel, "config_path", None), kernel.vmlinuz,  # type: ignore[attr-defined]
-                       kernel.release, getattr(kernel, "build_dir", None))  # type: ignore[attr-defined]
+    have = _vmlinux_of(kernel)
     version = getattr(kernel, "package_version", None) or ""
     if have or not DEB_VERSION.match(version):  # a build says "(source, build KEY)"
         return have
