@@ -12,7 +12,7 @@ from .model import Availability, Baseline, Effect, Observation, Trial
 from .mutations import MUTATIONS
 from .pagemap import NEEDS_ROOT
 from .patterns import describe, fill
-from .syscalls import PAGE_SIZE, read_mem
+from .syscalls import touch
 
 Check = Callable[[Trial, Baseline, Effect], Observation]
 
@@ -32,8 +32,7 @@ def zeropage(t: Trial, base: Baseline, effect: Effect) -> Observation:
     if t.pinned.through_mapping:
         examined = "examined the mapping's page table as the pin left it"
     else:
-        for off in range(0, t.subject.length, PAGE_SIZE):  # a file pinner maps nothing itself
-            read_mem(t.pinned.view_addr + off, 1)
+        touch(t.pinned.view_addr, t.subject.length)  # a file pinner maps nothing itself
         examined = ("examined the file's page cache through a mapping faulted by this check "
                     "(the pin's own mapping is VM_PFNMAP, which pagemap does not show)")
     pages = pagemap.pages(t.pinned.view_addr, t.subject.length)

@@ -4,7 +4,7 @@ cell holds, what a check saw, and the record a case leaves.
 A case id joins pin.backing.mapping.access.state.mutation.check, e.g.
 ``io_uring.ext4.shared.rw.hole.none.file-to-pin``: selectable with ``-k`` and a valid KCIDB
 test path. A cell is a case without its check: one trial (prepare, pin, mutate) answers all
-the checks of a cell.
+the checks of a cell. A group is a cell without its mutation: one pytest item runs its cells.
 """
 
 from __future__ import annotations
@@ -91,6 +91,36 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class Group:
+    """The cells of one pin, backing, mapping, access and start state: one pytest item, whose
+    cells (a mutation each) run in turn and are recorded one by one. Per-item costs (pytest's
+    protocol, xdist's messages) are paid once for them all, not once a cell."""
+
+    cells: tuple[Cell, ...]
+
+    @property
+    def id(self) -> str:
+        return group_of(self.cells[0].id)
+
+    @property
+    def cases(self) -> tuple[Case, ...]:
+        return tuple(case for cell in self.cells for case in cell.cases)
+
+
+def group_of(cell_id: str) -> str:
+    """A cell's group id: the cell id without its mutation."""
+    return cell_id.rsplit(".", 1)[0]
+
+
+def grouped(cells: list[Cell]) -> list[Group]:
+    """Cells into groups, in the order their first cell comes."""
+    by: dict[str, list[Cell]] = {}
+    for cell in cells:
+        by.setdefault(group_of(cell.id), []).append(cell)
+    return [Group(tuple(members)) for members in by.values()]
+
+
+@dataclass(frozen=True)
 class Availability:
     ok: bool
     reason: str
@@ -116,7 +146,6 @@ class Baseline:
     """The pinned range just before the mutation."""
 
     file: bytes  # read() of the pinned range
-    next: bytes  # read() of the page after it (what COLLAPSE_RANGE moves in)
     pin: bytes  # what the pin holds
 
 

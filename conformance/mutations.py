@@ -86,8 +86,9 @@ def madv_remove(t: Trial, base: Baseline) -> Effect:
 
 
 def collapse_range(t: Trial, base: Baseline) -> Effect:
+    moved_in = t.subject.file_view(t.subject.offset + t.subject.length)  # the page after
     fallocate(t.subject.fd, abi.FALLOC_FL_COLLAPSE_RANGE, t.subject.offset, t.subject.length)
-    return Effect(base.next, detaches=True)
+    return Effect(moved_in, detaches=True)
 
 
 def fallocate_range(t: Trial, base: Baseline) -> Effect:

@@ -111,8 +111,7 @@ def trial(case: Case, checks: list[str], worker: Worker, seen: Seen) -> None:
             return
         t = Trial(case, subject, pinned, worker)
         try:
-            base = Baseline(subject.file_view(), subject.file_view(subject.offset + subject.length),
-                            pinned.read())
+            base = Baseline(subject.file_view(), pinned.read())
             try:
                 effect = mutate(t, base)
             except OSError as e:

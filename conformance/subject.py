@@ -21,7 +21,7 @@ from .abi import (
 from .backings.base import Backing
 from .errors import Skip
 from .patterns import fill
-from .syscalls import PAGE_SIZE, fallocate, mmap, munmap, read_mem, write_mem
+from .syscalls import fallocate, mmap, munmap, read_mem, touch, write_mem
 
 # Start states of the pinned range, in the order reports list them.
 STATES = ("hole", "faulted-hole", "stored", "written", "unwritten", "punched")
@@ -48,8 +48,7 @@ class Subject:
         if state == "stored":  # a write fault through the mapping under test, before the pin
             write_mem(self.addr, fill("stored", self.length))
         if state == "faulted-hole":
-            for off in range(0, self.length, PAGE_SIZE):  # a read fault on every base page
-                read_mem(self.addr + off, 1)
+            touch(self.addr, self.length)
 
     def map(self) -> None:
         self.addr = self._mmap(self.length, self.flags, self.offset)
