@@ -54,9 +54,10 @@ def parse_case(case_id: str) -> Case:
     return case
 
 
-def is_cell_id(text: str) -> bool:
-    """Whether text names a cell (a case id without its check), every part known."""
-    parts, dims = text.split("."), [d for d in VOCABULARY if d != "check"]
+def is_group_id(text: str) -> bool:
+    """Whether text names a group of cells (a case id without mutation and check), every
+    part known."""
+    parts, dims = text.split("."), [d for d in VOCABULARY if d not in ("mutation", "check")]
     return len(parts) == len(dims) and all(
         p in VOCABULARY[d] for d, p in zip(dims, parts, strict=True))
 

@@ -1,13 +1,14 @@
 """The pytest side of pinhole: options, the plan of a run (its cells, and the cases known to
-skip before any runs), one pytest item per cell, verdicts as pytest outcomes, and results.json
-written by the controller (the xdist master, or the only process)."""
+skip before any runs), one pytest item per group of cells, verdicts as pytest outcomes, and
+results.json written by the controller (the xdist master, or the only process). The process
+that runs a cell writes its progress.jsonl lines itself, as the cell begins and ends."""
 
 from __future__ import annotations
 
 import functools
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,9 @@ from _pytest.mark.expression import Expression
 from . import guest, hugepages, lifetime, probe, results
 from .availability import missing
 from .checks import OPT_IN, unavailable
-from .dimensions import VOCABULARY, UnknownName, cells, is_cell_id, names, universe
+from .dimensions import VOCABULARY, UnknownName, cells, is_group_id, names, universe
 from .expectations import SPEC_CHECKED, Spec, SpecError
-from .model import Case, Cell, Result
+from .model import Case, Cell, Group, Result, grouped
 from .reports import terminal
 from .runner import run_cell
 from .running_kernel import running
@@ -33,7 +34,7 @@ HUGEPAGES_PER_WORKER = 6
 # A run of at most this many cases prints what the kernel view saw of each pinned page.
 SHOW_KERNEL_VIEW = 40
 # Names every case item's keywords hold besides its id: pytest's -k matches them too.
-ITEM_NAMES = ("cases", "test_matrix.py", "test_cell")
+ITEM_NAMES = ("cases", "test_matrix.py", "test_group")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -85,6 +86,10 @@ class Plan:
 
     cells: list[Cell]
     skipped: list[Result]
+    groups: list[Group] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.groups = grouped(self.cells)
 
     @property
     def planned(self) -> int:
@@ -144,20 +149,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """The matrix module's one test function is parametrized with the plan's cells."""
-    if "cell" in metafunc.fixturenames:
-        cells_ = plan(metafunc.config).cells
-        metafunc.parametrize("cell", [pytest.param(c, id=c.id) for c in cells_])
+    """The matrix module's one test function is parametrized with the plan's groups."""
+    if "group" in metafunc.fixturenames:
+        groups = plan(metafunc.config).groups
+        metafunc.parametrize("group", [pytest.param(g, id=g.id) for g in groups])
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A cell item answers to -k with the ids of its cases. An empty plan parametrizes with
-    nothing, which pytest turns into a skipped test_cell[NOTSET] placeholder: deselect it."""
+    """A group's item answers to -k with the ids of its cases. An empty plan parametrizes with
+    nothing, which pytest turns into a skipped test_group[NOTSET] placeholder: deselect it."""
     empty = []
     for item in items:
-        param = getattr(item, "callspec", None) and item.callspec.params.get("cell", item)
-        if isinstance(param, Cell):
+        param = getattr(item, "callspec", None) and item.callspec.params.get("group", item)
+        if isinstance(param, Group):
             item.extra_keyword_matches.update(c.id for c in param.cases)
         elif param is not None and param is not item:
             empty.append(item)
@@ -168,11 +173,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @functools.lru_cache(maxsize=1 << 16)  # each item's node id is asked about four times
 def param_id_of(nodeid: str) -> str | None:
-    """The cell or control id in a node id's brackets; None for any other parameter."""
+    """The group or control id in a node id's brackets; None for any other parameter."""
     if "[" not in nodeid:
         return None
     found = nodeid.rsplit("[", 1)[-1].rstrip("]")
-    return found if results.is_control(found) or is_cell_id(found) else None
+    return found if results.is_control(found) or is_group_id(found) else None
 
 
 @pytest.fixture(scope="session")
@@ -182,40 +187,69 @@ def pinhole_worker() -> Worker:
     worker.close()
 
 
+@pytest.fixture(scope="session")
+def pinhole_progress(request: pytest.FixtureRequest) -> results.Progress | None:
+    """This process's handle on the run's progress.jsonl (the controller started it)."""
+    out = request.config.getoption("pinhole_out")
+    if not out:
+        yield None
+        return
+    progress = results.Progress(Path(out))
+    yield progress
+    progress.close()
+
+
 @pytest.fixture
-def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker):
-    """Run a cell and turn its cases' verdicts into the item's pytest outcome."""
+def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker,
+            pinhole_progress: results.Progress | None):
+    """Run a group's cells in turn, each recorded as it ends (in progress.jsonl and on the
+    item), and turn their cases' verdicts into the item's pytest outcome."""
     spec = request.config.stash[SPEC]
 
-    def run(cell: Cell) -> None:
-        done = run_cell(cell, pinhole_worker, spec)
-        request.node.user_properties.append((RECORD, [r.as_dict() for r in done]))
+    def run(group: Group) -> None:
+        done: list[dict] = []
+        recs: list[dict] = []
+        for cell in group.cells:
+            if pinhole_progress:  # the cell before's records go out with this cell's begin
+                pinhole_progress.begin(cell.id, [c.id for c in cell.cases], *recs)
+            panic_if_asked(cell)
+            try:
+                recs = [r.as_dict() for r in run_cell(cell, pinhole_worker, spec)]
+            except Exception as e:  # noqa: BLE001 - this cell's error; the group goes on
+                reason = f"the cell broke: {type(e).__name__}: {e}"
+                recs = [bare_record(c.id, "error", reason) for c in cell.cases]
+            request.node.user_properties.append((RECORD, recs))
+            done += recs
+        if pinhole_progress:
+            pinhole_progress.record(*recs)
         conclude(done)
 
     return run
 
 
-def pytest_runtest_call(item: pytest.Item) -> None:
-    """Test-only (tests/test_panic.py): panic the kernel while the cell of the case PANIC_IN
-    names runs, so the host sees a real panic mid-run. Honoured only inside a pinhole VM."""
+def panic_if_asked(cell: Cell) -> None:
+    """Test-only (tests/test_panic.py): panic the kernel as the cell of the case PANIC_IN
+    names begins, so the host sees a real panic mid-run. Honoured only inside a pinhole VM."""
     target = os.environ.get(guest.PANIC_IN)
-    if target and os.environ.get(guest.IN_GUEST) and param_id_of(item.nodeid) in (
+    if target and os.environ.get(guest.IN_GUEST) and cell.id in (
             target, target.rsplit(".", 1)[0]):
         Path("/proc/sysrq-trigger").write_text("c")
 
 
-def conclude(done: list[Result]) -> None:
+def conclude(done: list[dict]) -> None:
     """The item's outcome is its worst case's: a failure names every failing case."""
-    bad = [r for r in done if r.verdict in ("fail", "error")]
+    bad = [r for r in done if r["verdict"] in ("fail", "error")]
     if bad:
-        pytest.fail("\n".join(f"[{r.verdict}] {r.case.id}: {r.reason}"
-                              + (f"\nkernel log:\n{r.dmesg}" if r.dmesg else "") for r in bad),
-                    pytrace=False)
-    if all(r.verdict == "skip" for r in done):
-        pytest.skip(done[0].reason)
-    xfail = [r for r in done if r.verdict == "xfail"]
-    if xfail and not any(r.verdict == "xpass" for r in done):
-        pytest.xfail(xfail[0].reason)
+        pytest.fail("\n".join(f"[{r['verdict']}] {r['id']}: {r['reason']}"
+                              + (f"\nkernel log:\n{r['dmesg']}" if r.get("dmesg") else "")
+                              for r in bad), pytrace=False)
+    if all(r["verdict"] == "skip" for r in done):
+        pytest.skip(done[0]["reason"])
+    xfail = [r for r in done if r["verdict"] == "xfail"]
+    if xfail and not any(r["verdict"] == "xpass" for r in done):
+        # Without a traceback: pytest formats one for every xfail (seconds under TCG), and
+        # the reason says all.
+        raise pytest.xfail.Exception(xfail[0]["reason"], pytrace=False)
 
 
 def records_of(properties: list[tuple[str, object]]) -> list[dict]:
@@ -290,20 +324,22 @@ class Controller:
         self.reservation: hugepages.Reservation | None = None
         self.plan = plan(config)
         self.skipped = [r.as_dict() for r in self.plan.skipped]
-        # A cell item's id → its case ids; a control's id is its own.
-        self.members = {c.id: [case.id for case in c.cases] for c in self.plan.cells}
+        self.groups = {g.id: g for g in self.plan.groups}
+        # A group item's id → its case ids; a control's id is its own.
+        self.members = {g.id: [case.id for case in g.cases] for g in self.plan.groups}
         self.begun: dict[str, None] = {}
         out = config.getoption("pinhole_out")
-        self.progress = (results.Progress(Path(out), running().as_dict(), self.started)
+        self.progress = (results.Progress(Path(out), {"kernel": running().as_dict(),
+                                                      "started": self.started})
                          if out else None)
         self.planned: int | None = None
         self.terminal: terminal.Terminal | None = None
         self.doc: dict | None = None
 
-    def record(self, *recs: dict) -> None:
-        """Records that arrived together: a cell's cases, written to progress.jsonl at once
-        (one write, where each is a 9p round trip in a VM)."""
-        if self.progress:
+    def record(self, *recs: dict, logged: bool = False) -> None:
+        """Records that arrived together, written to progress.jsonl at once (one write, where
+        each is a 9p round trip in a VM) unless the process that ran them already did."""
+        if self.progress and not logged:
             self.progress.record(*recs)
         for rec in recs:
             self.cases[rec["id"]] = rec
@@ -322,7 +358,7 @@ class Controller:
         param = param_id_of(nodeid)
         if param:
             self.begun.update(dict.fromkeys(self.ids(param)))
-            if self.progress:
+            if self.progress and param not in self.groups:  # a group's cells log their own
                 self.progress.begin(param, self.ids(param))
 
     def count(self, nodeids: list[str]) -> None:
@@ -335,11 +371,10 @@ class Controller:
             if self.progress:
                 self.progress.planned(self.planned)
             if self.terminal and self.planned:  # pinhole's own tests plan no case
-                cells_ = {c.id: c for c in self.plan.cells}
                 self.terminal.plan([*self.skipped, *(
-                    {"id": i, "pin": results.CONTROL} for i in params if i not in cells_), *(
-                    {"id": c.id, "pin": c.pin, "backing": c.backing}
-                    for p in params if p in cells_ for c in cells_[p].cases)])
+                    {"id": i, "pin": results.CONTROL} for i in params if i not in self.groups),
+                    *({"id": c.id, "pin": c.pin, "backing": c.backing}
+                      for p in params if p in self.groups for c in self.groups[p].cases)])
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if session.items:  # under xdist the controller collects nothing; its workers do
@@ -365,25 +400,55 @@ class Controller:
             self.reservation = hugepages.Reservation(HUGEPAGES_PER_WORKER * int(workers) + 2)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        # A cell's records ride on its call report; a control's on the report that decided it.
+        # A group's records ride on its call report (those of the cells it finished, should
+        # it fail part way); a control's on the report that decided it.
         records = records_of(report.user_properties)
-        if records and (report.when == "call" or records[0]["pin"] == results.CONTROL):
-            self.record(*records)
-            return
         param = param_id_of(report.nodeid)
-        if records or param is None or all(i in self.cases for i in self.ids(param)):
+        if records and (report.when == "call" or records[0]["pin"] == results.CONTROL):
+            self.record(*records, logged=param in self.groups)
+        if param is None or all(i in self.cases for i in self.ids(param)):
             return
         if report.failed:
-            reason = broken_reason(self.config, report)
-            for case_id in self.ids(param):
-                self.record(bare_record(case_id, "error", reason))
+            self.lost(param, broken_reason(self.config, report), report.when == "call")
+
+    def lost(self, param: str, reason: str, reported: bool) -> None:
+        """The cases of an item that ended without all its records. A group's finished cells
+        are on its call report (reported), or in progress.jsonl when its worker died; the
+        cell then running gets the reason, and the cells after it never ran."""
+        group = self.groups.get(param)
+        if group is None:
+            self.record(*(bare_record(i, "error", reason) for i in self.ids(param)))
+            return
+        if self.progress and not reported:
+            self.recover(set(self.ids(param)))
+        known = reported or self.progress is not None
+        stopped = next((c for c in group.cells if any(x.id not in self.cases for x in c.cases)),
+                       None)
+        if stopped is None:  # it died after its last cell: progress.jsonl had every record
+            return
+        for cell in group.cells:
+            why = reason if cell is stopped or not known else (
+                f"never ran: its group stopped in {stopped.id}: {reason}")
+            self.record(*(bare_record(c.id, "error", why) for c in cell.cases
+                          if c.id not in self.cases))
+
+    def recover(self, wanted: set[str] | None = None) -> list[str]:
+        """Take the records that workers wrote to progress.jsonl but never reported (a dead
+        worker, an interrupted run); returns the ids begun there and never finished."""
+        _, recs, cut_off = results.read_progress(self.progress.path.parent)
+        self.record(*(r for r in recs if r["id"] not in self.cases
+                      and (wanted is None or r["id"] in wanted)), logged=True)
+        return cut_off
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.reservation:
             self.reservation.release()
         stop = session.shouldfail or session.shouldstop  # -x, --maxfail, xdist's own stop
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(stop)
-        cut_off = [i for i in self.begun if i not in self.cases] if interrupted else []
+        cut_off = []
+        if interrupted:  # the cells begun and not finished, where progress.jsonl tells them
+            cut_off = (self.recover() if self.progress
+                       else [i for i in self.begun if i not in self.cases])
         for case_id in cut_off:
             self.record(results.cut_off_record(case_id, "the run was interrupted while this "
                                                "case ran"))

@@ -184,37 +184,48 @@ SYNC_ENV = "PINHOLE_SYNC_PROGRESS"
 
 
 class Progress:
-    """progress.jsonl: a line as each case begins and its record as it ends, flushed at once,
+    """progress.jsonl: a line as each case begins and its record as it ends, written at once,
     so a run that dies (a killed worker, a kernel panic) keeps what finished and names what
-    was running."""
+    was running. The controller starts the file (kernel and start time); the process that
+    runs a cell appends its begin and records itself, each entry one write() to an O_APPEND
+    file, so workers' lines never interleave."""
 
-    def __init__(self, out: Path, kernel: dict, started: float) -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        self._f = open(out / PROGRESS, "w", buffering=1)  # noqa: SIM115 - open for the run
+    def __init__(self, out: Path, header: dict | None = None) -> None:
+        """With a header: start the file for a run. Without: append to the run's file."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        if header is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            flags |= os.O_CREAT | os.O_TRUNC
+        self.path = out / PROGRESS
+        self._fd = os.open(self.path, flags, 0o644)
         # In a VM the file is on 9p, cached in the guest: a panic would lose what is not synced.
         self._sync = bool(os.environ.get(SYNC_ENV))
-        self._write({"run": {"kernel": kernel, "started": started}})
+        if header is not None:
+            self._write({"run": header})
 
     def _write(self, *entries: dict) -> None:
-        self._f.write("".join(json.dumps(e) + "\n" for e in entries))  # one write: line-buffered
+        os.write(self._fd, "".join(json.dumps(e) + "\n" for e in entries).encode())
         if self._sync:
-            os.fsync(self._f.fileno())
+            os.fsync(self._fd)
 
     def planned(self, count: int) -> None:
         self._write({"planned": count})
 
-    def begin(self, item_id: str, case_ids: list[str]) -> None:
-        """A cell (or control) starts: the ids of every case it will record."""
-        self._write({"begin": item_id, "cases": case_ids})
+    def begin(self, item_id: str, case_ids: list[str], *finished: dict) -> None:
+        """A cell (or control) starts: the ids of every case it will record, after the
+        records of the cell before it, in one write (each is a 9p round trip in a VM)."""
+        self._write(*({"case": c} for c in finished), {"begin": item_id, "cases": case_ids})
 
     def record(self, *cases: dict) -> None:
         self._write(*({"case": c} for c in cases))
 
     def close(self) -> None:
-        self._f.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def remove(self) -> None:
-        Path(self._f.name).unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
 
 
 def recover(out: Path) -> tuple[list[dict], list[str]]:

@@ -338,15 +338,16 @@ def test_an_old_results_json_does_not_win_over_a_newer_progress(tmp_path):
     assert len(loaded["cases"]) == 2 and loaded["incomplete"]
 
 
-def test_cut_off_ids_are_only_case_and_control_ids():
+def test_item_ids_are_only_group_and_control_ids():
     from conformance.plugin import param_id_of
 
     node = "cases/test_controls.py::test_coherence_detector_reports_a_disconnected_pin"
     assert param_id_of(f"{node}[file-to-pin]") is None
-    assert param_id_of("cases/test_matrix.py::test_cell[NOTSET]") is None
+    assert param_id_of("cases/test_matrix.py::test_group[NOTSET]") is None
     assert param_id_of(f"{node}[control.coherence.pin-to-file]") == "control.coherence.pin-to-file"
-    cell = "io_uring.memfd.shared.rw.hole.none"
-    assert param_id_of(f"cases/test_matrix.py::test_cell[{cell}]") == cell
+    group = "io_uring.memfd.shared.rw.hole"
+    assert param_id_of(f"cases/test_matrix.py::test_group[{group}]") == group
+    assert param_id_of(f"cases/test_matrix.py::test_group[{group}.none]") is None
 
 
 def test_matrix_recovery_skips_stray_ids_and_records_a_panic():

@@ -104,8 +104,18 @@ def test_sigkill_of_one_worker(tmp_path: Path, scratch: Path) -> None:
     victim.kill()
     assert run.wait(timeout=600) == 1, "a dead worker must fail the run"
     doc = results.load(out / "results.json")
-    died = [c for c in doc["cases"] if c["verdict"] == "error"]
-    assert died and all("worker" in c["reason"] for c in died), died
+    errors = [c for c in doc["cases"] if c["verdict"] == "error"]
+    never = [c for c in errors if c["reason"].startswith("never ran: its group stopped in ")]
+    died = {c["id"].rsplit(".", 1)[0] for c in errors
+            if c not in never and "worker" in c["reason"]}
+    # One cell was running; the cells its group had finished are kept (from progress.jsonl),
+    # and the cells after it are named as never run.
+    assert len(died) == 1 and len(errors) == sum(c["id"].rsplit(".", 1)[0] in died
+                                                 for c in errors) + len(never), errors
+    (cell,) = died
+    group = cell.rsplit(".", 1)[0]
+    assert all(c["reason"].split(": ")[1] == f"its group stopped in {cell}"
+               and c["id"].startswith(group + ".") for c in never)
     assert len(doc["cases"]) > 500, "the other cases must still run"
     wait_for(lambda: not our_loops(scratch) and hugepages_given_back(before), 15)
 
@@ -189,6 +199,8 @@ def test_a_stopped_run_reports_what_it_did(tmp_path: Path, scratch: Path, sig: i
     assert "INCOMPLETE: " in stdout, stdout
     doc = results.load(out / "results.json")
     assert doc["incomplete"] and len(doc["cases"]) >= 40
+    # Cut off: the cells the two workers were running, not the rest of their groups.
+    assert 0 < len({i.rsplit(".", 1)[0] for i in doc["cut_off"]}) <= 2, doc["cut_off"]
     for name in ("results.ktap", "matrix.md", "matrix.html", "summary.md"):
         assert "INCOMPLETE" in (out / name).read_text(), name
     wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE

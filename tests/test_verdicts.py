@@ -3,10 +3,17 @@
 import pytest
 
 from conformance import results
-from conformance.dimensions import KCIDB_PATH, UnknownName, cells, parse_case, universe
+from conformance.dimensions import (
+    KCIDB_PATH,
+    UnknownName,
+    cells,
+    is_group_id,
+    parse_case,
+    universe,
+)
 from conformance.expectations import Spec, parse
 from conformance.kmsg import Slice
-from conformance.model import Case, Observation
+from conformance.model import Case, Observation, grouped
 from conformance.verdict import judge
 
 QUIET = Slice([], [], 0, 0)
@@ -67,3 +74,14 @@ def test_ids_are_kcidb_paths_and_round_trip():
     with pytest.raises(UnknownName, match="valid: memfd, memfd-hugetlb"):
         parse_case("io_uring.ext5.shared.rw.hole.none.admission")
 
+
+
+def test_groups_hold_a_cell_per_mutation_and_lose_no_case():
+    every = cells({"pin": {"io_uring"}, "backing": {"memfd", "ext4"}})
+    groups = grouped(every)
+    assert [c for g in groups for c in g.cells] == every, "every cell once, in order"
+    for g in groups:
+        assert is_group_id(g.id) and not is_group_id(g.cells[0].id)
+        assert {c.id.rsplit(".", 1)[0] for c in g.cells} == {g.id}
+        assert len({c.first.mutation for c in g.cells}) == len(g.cells)
+    assert len(groups) == len({c.id.rsplit(".", 1)[0] for c in every})
