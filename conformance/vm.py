@@ -7,6 +7,7 @@ directory, because vng only propagates them when the guest has udev (virtio-seri
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shlex
 import shutil
@@ -47,6 +48,12 @@ KVM_PROBE_TIMEOUT = 60.0
 CONSOLE_TAIL = 60
 # With oops=panic every oops ends in this line too.
 PANIC_MARK = "Kernel panic - not syncing"
+
+# A VM's work directory holds this file locked for as long as its pinhole lives.
+LOCK = "lock"
+# A work directory without a lock this old is no live run's (its lock comes microseconds
+# after it is made); one younger than GRACE_S is left alone either way.
+STALE_S, GRACE_S = 600, 60
 
 WRAPPER = """\
 read -r start _ < /proc/uptime
@@ -252,7 +259,11 @@ def boot_and_run(kernel: Kernel, command: list[str] | str, *, timeout: float,
     shell = command if isinstance(command, str) else shlex.join(command)
     base = cache_root() / "vm"
     base.mkdir(parents=True, exist_ok=True)
+    sweep(base)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+    # Held while the VM runs: a directory whose lock is free belongs to a dead pinhole.
+    lock = os.open(work / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         script = work / "run.sh"
         script.write_text(WRAPPER.format(command=shell, dir=shlex.quote(str(work))))
@@ -277,3 +288,30 @@ def boot_and_run(kernel: Kernel, command: list[str] | str, *, timeout: float,
                         _tail(console), accel, total - run, run, total, cmd, why)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        os.close(lock)
+
+
+def sweep(base: Path) -> None:
+    """Remove the work directories that a killed pinhole left (SIGKILL skips its clean-up):
+    those whose lock nobody holds, or, without a lock (made before locks were), older than
+    STALE_S. One younger than GRACE_S may be a run's between mkdtemp() and its lock."""
+    for work in base.glob("run-*"):
+        try:
+            age = time.time() - work.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if age < GRACE_S:
+            continue
+        try:
+            fd = os.open(work / LOCK, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if age > STALE_S:
+                shutil.rmtree(work, ignore_errors=True)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(work, ignore_errors=True)
+        except BlockingIOError:
+            pass  # a live run's
+        finally:
+            os.close(fd)

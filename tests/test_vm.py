@@ -1,5 +1,8 @@
 """The VM's boot options and the guest's choices, without booting anything."""
 
+import fcntl
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +97,33 @@ def test_the_guest_gets_a_forced_progress_fsync(monkeypatch: pytest.MonkeyPatch)
     assert f"{results.SYNC_ENV}=1 " in multikernel.guest_command(KERNEL, Path("/o"), [])
     monkeypatch.delenv(results.SYNC_ENV)
     assert results.SYNC_ENV not in multikernel.guest_command(KERNEL, Path("/o"), [])
+
+
+def test_a_killed_runs_work_directory_is_swept_and_a_live_ones_kept(tmp_path: Path) -> None:
+    """SIGKILL skips boot_and_run()'s clean-up; the next boot removes what it left."""
+    def work(name: str, age: float, locked: bool | None) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        if locked is not None:
+            fd = os.open(path / vm.LOCK, os.O_RDWR | os.O_CREAT)
+            if locked:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                held.append(fd)
+            else:
+                os.close(fd)
+        then = time.time() - age
+        os.utime(path, (then, then))
+        return path
+
+    held: list[int] = []
+    dead = work("run-dead", 3600, False)
+    live = work("run-live", 3600, True)
+    young = work("run-young", 1, False)  # between mkdtemp() and its lock
+    old = work("run-old", vm.STALE_S + 1, None)  # before locks
+    recent = work("run-recent", vm.GRACE_S + 1, None)
+    vm.sweep(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-live", "run-recent", "run-young"]
+    assert not dead.exists() and not old.exists() and live.exists() and young.exists()
+    assert recent.exists()
+    for fd in held:
+        os.close(fd)
