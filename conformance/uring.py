@@ -112,13 +112,24 @@ class Ring:
         sqe.buf_index, sqe.user_data = buf_index, tail
         self._sq_array[index] = index
         self._sq_tail[0] = tail + 1  # the syscall below orders this store for the kernel
-        syscall(abi.SYS_io_uring_enter, self.fd, 1, 1, abi.IORING_ENTER_GETEVENTS, ffi.NULL, 0,
-                name="io_uring_enter")
+        # Until its own completion is in the ring: a signal or a ptrace stop ends the wait
+        # early (io_uring_enter() then returns what it submitted, or EINTR), and a completion
+        # left behind would be read as the next operation's.
+        to_submit = 1
+        while self._cq_head[0] == self._cq_tail[0]:
+            try:
+                to_submit -= syscall(abi.SYS_io_uring_enter, self.fd, to_submit, 1,
+                                     abi.IORING_ENTER_GETEVENTS, ffi.NULL, 0,
+                                     name="io_uring_enter")
+            except InterruptedError:
+                continue
         head = self._cq_head[0]
-        if head == self._cq_tail[0]:
-            raise OSError(errno.EIO, "io_uring_enter returned without a completion")
-        res = self._cqes[head & self._cq_mask].res
+        cqe = self._cqes[head & self._cq_mask]
+        res, user_data = cqe.res, cqe.user_data
         self._cq_head[0] = head + 1
+        if user_data != tail:
+            raise OSError(errno.EIO, f"io_uring: the completion of operation {user_data}, "
+                          f"not of {tail}")
         if res < 0:
             raise fail(f"io_uring op {opcode}", -res)
         return res
