@@ -21,7 +21,7 @@ from .dimensions import VOCABULARY, UnknownName, cells, is_group_id, names, univ
 from .expectations import SPEC_CHECKED, Spec, SpecError
 from .model import Case, Cell, Group, Result, grouped
 from .reports import terminal
-from .runner import run_cell
+from .runner import run_cell, unwinding
 from .running_kernel import running
 from .scratch import scratch_problem
 from .worker import Worker
@@ -216,6 +216,9 @@ def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker,
             try:
                 recs = [r.as_dict() for r in run_cell(cell, pinhole_worker, spec)]
             except Exception as e:  # noqa: BLE001 - this cell's error; the group goes on
+                interrupt = unwinding(e)
+                if interrupt:
+                    raise interrupt from None
                 reason = f"the cell broke: {type(e).__name__}: {e}"
                 recs = [bare_record(c.id, "error", reason) for c in cell.cases]
             request.node.user_properties.append((RECORD, recs))

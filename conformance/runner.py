@@ -128,6 +128,8 @@ def trial(case: Case, checks: list[str], worker: Worker, seen: Seen) -> None:
                 except PinRefused as e:  # a short-term pin, retaken after the mutation
                     seen[check] = _refused(e)
                 except Exception as e:  # noqa: BLE001 - this check's error, not the cell's
+                    if unwinding(e):
+                        raise
                     seen[check] = e
                 if check in LOOKS_ONLY:
                     continue
@@ -145,6 +147,16 @@ def trial(case: Case, checks: list[str], worker: Worker, seen: Seen) -> None:
         subject.close()
 
 
+def unwinding(e: Exception) -> BaseException | None:
+    """The interrupt (pytest-timeout's failure, Ctrl-C) that e was raised during, if any: one
+    that lands inside threading's locks can surface as their RuntimeError ("release unlocked
+    lock"), and must not be recorded as that error instead of itself."""
+    seen = e.__context__
+    while seen is not None and isinstance(seen, Exception):
+        seen = seen.__context__
+    return seen
+
+
 def observe(cell: Cell, worker: Worker) -> Seen:
     """Every check of the cell, from as few trials as they allow (usually one); a trial
     that cannot start (a missing part, a failed setup) ends every check it had left."""
@@ -155,6 +167,9 @@ def observe(cell: Cell, worker: Worker) -> Seen:
         try:
             trial(cell.first, left, worker, seen)
         except Exception as e:  # noqa: BLE001 - recorded for each check it ended
+            interrupt = unwinding(e)
+            if interrupt:
+                raise interrupt from None
             seen.update({c: e for c in left if c not in seen})
     return seen
 

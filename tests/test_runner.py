@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from conformance import runner
-from conformance.model import Case, Observation
+from conformance.model import Case, Cell, Observation
 
 CASE = Case.from_id("vmsplice.ext4-dax.shared.ro.written.punch-hole.file-to-pin")
 
@@ -96,3 +96,22 @@ def test_an_ordinary_sleep_is_no_wait_for_idle_pages():
     finally:
         done.set()
         t.join()
+
+
+def test_an_interrupt_masked_by_a_lock_error_is_raised_as_itself(monkeypatch) -> None:
+    """pytest-timeout's failure landing inside threading's locks surfaces as their
+    RuntimeError; the cell must end with the timeout, not record that RuntimeError (seen in
+    tests/test_robustness.py's 1 ms limit: "RuntimeError: release unlocked lock")."""
+    class Interrupt(BaseException):
+        pass
+
+    def trial(*_args) -> None:
+        try:
+            raise Interrupt("Timeout >0.001s")
+        finally:
+            raise RuntimeError("release unlocked lock")
+
+    monkeypatch.setattr(runner, "trial", trial)
+    with pytest.raises(Interrupt):
+        runner.observe(Cell((CASE,)), worker=None)
+    assert runner.unwinding(RuntimeError("alone")) is None
