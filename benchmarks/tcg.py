@@ -343,7 +343,7 @@ def run_arm(kernel, name: str, arm: dict, selection: list[str], accel: str, micr
         return row
 
 
-def profile_summary(path: Path, top: int = 40) -> list[list]:
+def profile_summary(path: Path, top: int = 80) -> list[list]:
     """The guest run's functions by cumulative seconds (pinhole's, pytest's and pluggy's),
     with their call counts: where the time goes between the cases."""
     import pstats

@@ -8,12 +8,21 @@ from functools import lru_cache
 TAG = re.compile(rb"<([a-z0-9-]+):[0-9a-f]{8}>")
 
 
+_built: dict[str, bytes] = {}  # the longest pattern of each tag built so far
+
+
 @lru_cache(maxsize=64)  # a handful of tags and two page sizes: build each pattern once
 def fill(tag: str, length: int) -> bytes:
-    """length bytes of '<tag:offset>' records; different tags never compare equal."""
-    record = len(f"<{tag}:{0:08x}>")
-    count = -(-length // record)
-    return "".join(f"<{tag}:{i * record:08x}>" for i in range(count)).encode()[:length]
+    """length bytes of '<tag:offset>' records; different tags never compare equal. A shorter
+    pattern is the start of a longer one, so each tag is built once, at its longest (a
+    second or more under TCG for 6 MiB)."""
+    built = _built.get(tag, b"")
+    if len(built) < length:
+        record = f"<{tag}:%08x>"
+        step = len(record % 0)
+        count = -(-length // step)
+        built = _built[tag] = "".join(map(record.__mod__, range(0, count * step, step))).encode()
+    return built[:length]
 
 
 @lru_cache(maxsize=8)
