@@ -11,7 +11,7 @@ TAG = re.compile(rb"<([a-z0-9-]+):[0-9a-f]{8}>")
 _built: dict[str, bytes] = {}  # the longest pattern of each tag built so far
 
 
-@lru_cache(maxsize=64)  # a handful of tags and two page sizes: build each pattern once
+@lru_cache(maxsize=64)  # a handful of tags and lengths: slice each one once, not per use
 def fill(tag: str, length: int) -> bytes:
     """length bytes of '<tag:offset>' records; different tags never compare equal. A shorter
     pattern is the start of a longer one, so each tag is built once, at its longest (a

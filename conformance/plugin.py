@@ -21,7 +21,7 @@ from .dimensions import VOCABULARY, UnknownName, cells, is_group_id, names, univ
 from .expectations import SPEC_CHECKED, Spec, SpecError
 from .model import Case, Cell, Group, Result, grouped
 from .reports import terminal
-from .runner import run_cell, unwinding
+from .runner import reraise_interrupt, run_cell
 from .running_kernel import running
 from .scratch import scratch_problem
 from .worker import Worker
@@ -207,7 +207,6 @@ def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker,
     spec = request.config.stash[SPEC]
 
     def run(group: Group) -> None:
-        done: list[dict] = []
         recs: list[dict] = []
         for cell in group.cells:
             if pinhole_progress:  # the cell before's records go out with this cell's begin
@@ -216,16 +215,13 @@ def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker,
             try:
                 recs = [r.as_dict() for r in run_cell(cell, pinhole_worker, spec)]
             except Exception as e:  # noqa: BLE001 - this cell's error; the group goes on
-                interrupt = unwinding(e)
-                if interrupt:
-                    raise interrupt from None
+                reraise_interrupt(e)
                 reason = f"the cell broke: {type(e).__name__}: {e}"
                 recs = [bare_record(c.id, "error", reason) for c in cell.cases]
             request.node.user_properties.append((RECORD, recs))
-            done += recs
         if pinhole_progress:
             pinhole_progress.record(*recs)
-        conclude(done)
+        conclude(records_of(request.node.user_properties))
 
     return run
 
@@ -328,8 +324,6 @@ class Controller:
         self.plan = plan(config)
         self.skipped = [r.as_dict() for r in self.plan.skipped]
         self.groups = {g.id: g for g in self.plan.groups}
-        # A group item's id → its case ids; a control's id is its own.
-        self.members = {g.id: [case.id for case in g.cases] for g in self.plan.groups}
         self.begun: dict[str, None] = {}
         out = config.getoption("pinhole_out")
         self.progress = (results.Progress(Path(out), {"kernel": running().as_dict(),
@@ -355,7 +349,9 @@ class Controller:
                     self.write_line(f"  {line}")
 
     def ids(self, param: str) -> list[str]:
-        return self.members.get(param, [param])
+        """A group item's case ids; a control's id is its own."""
+        group = self.groups.get(param)
+        return [c.id for c in group.cases] if group else [param]
 
     def pytest_runtest_logstart(self, nodeid: str, location: tuple) -> None:
         param = param_id_of(nodeid)

@@ -128,8 +128,7 @@ def trial(case: Case, checks: list[str], worker: Worker, seen: Seen) -> None:
                 except PinRefused as e:  # a short-term pin, retaken after the mutation
                     seen[check] = _refused(e)
                 except Exception as e:  # noqa: BLE001 - this check's error, not the cell's
-                    if unwinding(e):
-                        raise
+                    reraise_interrupt(e)
                     seen[check] = e
                 if check in LOOKS_ONLY:
                     continue
@@ -157,6 +156,14 @@ def unwinding(e: Exception) -> BaseException | None:
     return seen
 
 
+def reraise_interrupt(e: Exception) -> None:
+    """Raise the interrupt e was raised during, if any; else return (e is an error to
+    record). Every place that records an Exception calls it first."""
+    interrupt = unwinding(e)
+    if interrupt:
+        raise interrupt from None
+
+
 def observe(cell: Cell, worker: Worker) -> Seen:
     """Every check of the cell, from as few trials as they allow (usually one); a trial
     that cannot start (a missing part, a failed setup) ends every check it had left."""
@@ -167,9 +174,7 @@ def observe(cell: Cell, worker: Worker) -> Seen:
         try:
             trial(cell.first, left, worker, seen)
         except Exception as e:  # noqa: BLE001 - recorded for each check it ended
-            interrupt = unwinding(e)
-            if interrupt:
-                raise interrupt from None
+            reraise_interrupt(e)
             seen.update({c: e for c in left if c not in seen})
     return seen
 

@@ -99,15 +99,20 @@ def tee(fd_in: int, fd_out: int, length: int) -> int:
     return check(libc.tee(fd_in, fd_out, length, 0), "tee")
 
 
+def mem_view(addr: int, length: int) -> memoryview:
+    """This process's memory at addr, without a copy (for I/O from and into a mapping)."""
+    return memoryview(ffi.buffer(ffi.cast("char *", addr), length))
+
+
 def read_mem(addr: int, length: int) -> bytes:
     """Read through a mapping (this faults pages in, like any user access)."""
-    return bytes(ffi.buffer(ffi.cast("char *", addr), length))
+    return bytes(mem_view(addr, length))
 
 
 def touch(addr: int, length: int) -> None:
     """Read a byte of every base page through a mapping, a read fault on each, in one C loop
     (a strided copy): a call a page cost 512 for a 2 MiB page."""
-    memoryview(ffi.buffer(ffi.cast("char *", addr), length))[::PAGE_SIZE].tobytes()
+    mem_view(addr, length)[::PAGE_SIZE].tobytes()
 
 
 def write_mem(addr: int, data: bytes) -> None:
@@ -122,7 +127,7 @@ class AlignedBuffer:
         self.addr = mmap(self.length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
 
     def view(self) -> memoryview:
-        return memoryview(ffi.buffer(ffi.cast("char *", self.addr), self.length))
+        return mem_view(self.addr, self.length)
 
     def close(self) -> None:
         if self.addr:

@@ -67,7 +67,8 @@ def test_an_interrupted_io_uring_wait_still_ends_with_its_own_completion() -> No
             os.close(w)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: drop_caches and the kernel log")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: drop_caches and the kernel log "
+                    "(run the tests as root)")
 def test_verdicts_under_a_signal_storm_are_the_verdicts_without() -> None:
     """Every io_uring, vmsplice and odirect cell on memfd, once quietly and once while
     signals arrive every millisecond: the same verdicts and outcomes."""

@@ -3,12 +3,20 @@ without going through the user mapping, so what it sees is what the device would
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING, ClassVar
 
 from ..model import Availability
 
 if TYPE_CHECKING:
     from ..subject import Subject
+
+
+def whole(done: int, wanted: int, what: str) -> None:
+    """A short transfer (a signal, a fault part way) is the harness's error, never data for a
+    verdict: compared as it is, it would read as a pin that lost data."""
+    if done != wanted:
+        raise OSError(errno.EIO, f"{what} moved {done} of {wanted} bytes")
 
 
 class Pinned:

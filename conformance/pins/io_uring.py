@@ -16,7 +16,7 @@ import resource
 from .. import uring
 from ..errors import Skip
 from ..model import Availability
-from .base import Mechanism, Pinned
+from .base import Mechanism, Pinned, whole
 
 RING_ENTRIES = 4  # one operation at a time needs no more
 
@@ -45,15 +45,13 @@ class FixedBuffer(Pinned):
 
     def read(self) -> bytes:
         ring, channel = self.mech.ring, self.mech.channel
-        done = ring.write_fixed(channel, self.addr, self.length, 0)
-        return os.pread(channel, done, 0)
+        whole(ring.write_fixed(channel, self.addr, self.length, 0), self.length, "WRITE_FIXED")
+        return os.pread(channel, self.length, 0)
 
     def write(self, data: bytes) -> None:
         ring, channel = self.mech.ring, self.mech.channel
         os.pwrite(channel, data, 0)
-        done = ring.read_fixed(channel, self.addr, len(data), 0)
-        if done != len(data):
-            raise OSError(f"READ_FIXED moved {done} of {len(data)} bytes")
+        whole(ring.read_fixed(channel, self.addr, len(data), 0), len(data), "READ_FIXED")
 
     def release(self) -> None:
         if self.live:

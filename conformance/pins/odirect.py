@@ -15,15 +15,14 @@ can never hold a detached page, and a range past EOF faults (EFAULT) rather than
 
 from __future__ import annotations
 
-import errno
 import os
 
 from ..errors import PinRefused
 from ..loop import LoopDevice, unnamed_file
 from ..model import Availability
 from ..scratch import disk_dir, is_tmpfs, scratch_dir
-from ..syscalls import AlignedBuffer, ffi
-from .base import Mechanism, Pinned
+from ..syscalls import AlignedBuffer, mem_view
+from .base import Mechanism, Pinned, whole
 
 # Room for a 2 MiB huge page and more.
 DEVICE_SIZE = 4 << 20
@@ -35,13 +34,6 @@ def reopen_direct(fd: int) -> int:
         return os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_DIRECT | os.O_CLOEXEC)
     finally:
         os.close(fd)
-
-
-def whole(done: int, wanted: int, what: str) -> None:
-    """A short transfer (a signal, a fault part way) is the harness's error, never data for a
-    verdict: compared as it is, it would read as a pin that lost data."""
-    if done != wanted:
-        raise OSError(errno.EIO, f"{what} moved {done} of {wanted} bytes")
 
 
 def root_scratch() -> bool:
@@ -56,7 +48,7 @@ class DirectIO(Pinned):
         self.length, self.view_addr = length, addr
 
     def _range(self) -> memoryview:
-        return memoryview(ffi.buffer(ffi.cast("char *", self.addr), self.length))
+        return mem_view(self.addr, self.length)
 
     def read(self) -> bytes:
         try:

@@ -8,14 +8,13 @@ reading that, so the references stay in place.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 from pathlib import Path
 
 from ..model import Availability
 from ..syscalls import tee, vmsplice
-from .base import Mechanism, Pinned
+from .base import Mechanism, Pinned, whole
 
 PIPE_MAX = Path("/proc/sys/fs/pipe-max-size")
 
@@ -62,9 +61,7 @@ class SplicedPages(Pinned):
         r, w = pipe_of(self.chunk)
         try:
             copied = tee(source, w, self.chunk)
-            if copied != self.chunk:  # a short copy must not read as a pin that lost data
-                raise OSError(errno.EIO, f"tee() copied {copied} of the pipe's {self.chunk} "
-                              "bytes")
+            whole(copied, self.chunk, "tee() of the pipe")
             data = b""
             while len(data) < copied:
                 data += os.read(r, copied - len(data))
