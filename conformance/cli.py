@@ -338,8 +338,18 @@ def merge_dir(path: str) -> Path:
     return Path(path) if Path(path).is_dir() else Path(path).parent
 
 
+def one_run(path: str) -> dict:
+    """The one run (one kernel) diff compares; a `pinhole matrix` output holds several."""
+    docs = load_runs([path])
+    if len(docs) > 1:
+        kernels = ", ".join(d["kernel"]["release"] for d in docs)
+        raise UsageError(f"{path} holds {len(docs)} kernels ({kernels}): diff one of its "
+                         "subdirectories")
+    return docs[0]
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
-    (a,), (b,) = load_runs([args.a]), load_runs([args.b])
+    a, b = one_run(args.a), one_run(args.b)
     changes = reports.diff.diff(a, b)
     print(reports.diff.render(changes, a, b), end="")
     return 1 if changes else 0

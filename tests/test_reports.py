@@ -4,6 +4,8 @@ import copy
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -599,3 +601,27 @@ def test_a_baseline_is_a_run_or_a_matrix_of_runs(tmp_path, two):
     assert diff.pairs(two, two[1:]) == [(two[1], two[1])]
     assert diff.pairs(two[:1], two[1:]) == [(two[0], two[1])]
     assert diff.pairs(two[:1], [two[1], two[0]]) == [(two[0], two[0])]
+
+
+def test_a_matrix_output_reads_as_its_kernels(tmp_path, two):
+    """pinhole report, diff and --baseline take `pinhole matrix --out DIR` itself: its
+    kernels sit in subdirectories, one killed before its results.json."""
+    results.write(tmp_path / "6.1", two[0])
+    (tmp_path / "6.18").mkdir()
+    killed_run(tmp_path / "6.18", [])
+    docs = merge.load_many([tmp_path])
+    assert sorted(d["kernel"]["release"] for d in docs) == sorted(
+        [two[0]["kernel"]["release"], "6.18"])
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(ValueError, match="no results.json and no progress.jsonl"):
+        merge.load_many([tmp_path / "nothing"])
+
+
+def test_diff_of_a_matrix_output_names_its_kernels_in_one_line(tmp_path, two):
+    for d in two:
+        results.write(tmp_path / d["kernel"]["release"], d)
+    r = subprocess.run([sys.executable, "-m", "conformance.cli", "diff", str(tmp_path),
+                        str(tmp_path / two[0]["kernel"]["release"])],
+                       capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "holds 2 kernels" in r.stderr and "diff one of its subdirectories" in r.stderr

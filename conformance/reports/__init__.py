@@ -7,7 +7,6 @@ import os
 import traceback
 from pathlib import Path
 
-from .. import results
 from ..results import write_atomic as write
 from . import diff, html, junit, kcidb, ktap, mail, markdown, merge, terminal
 
@@ -62,14 +61,7 @@ def write_bytes(path: Path, data: bytes) -> Path:
 def load_baseline(path: Path) -> list[dict]:
     """--baseline DIR: a run's directory (or results.json), or a `pinhole matrix` output whose
     kernels sit in subdirectories. Raises ValueError or OSError when DIR holds no run."""
-    path = Path(path)
-    if path.is_dir() and not any((path / f).exists() for f in ("results.json", results.PROGRESS)):
-        runs = sorted(p.parent for p in path.glob("*/results.json"))
-        if not runs:
-            raise ValueError(f"{path}: no results.json in it or in its subdirectories")
-        docs = merge.load_many(runs)
-        return sorted(docs, key=lambda d: d["started"])
-    return merge.load_many([path])
+    return sorted(merge.load_many([Path(path)]), key=lambda d: d["started"])
 
 
 def summary(docs: list[dict]) -> str:

@@ -39,11 +39,21 @@ def finished(run: Path) -> bool:
     return not progress.exists() or done.stat().st_mtime_ns >= progress.stat().st_mtime_ns
 
 
+def runs_in(path: Path) -> list[Path]:
+    """A run's directory or results.json as itself; a `pinhole matrix` output, whose kernels
+    sit in subdirectories (finished or killed), as those."""
+    if not path.is_dir() or any((path / f).exists() for f in ("results.json", results.PROGRESS)):
+        return [path]
+    runs = sorted({p.parent for f in ("results.json", results.PROGRESS)
+                   for p in path.glob(f"*/{f}")})
+    return runs or [path]  # no run there at all: loading it says so
+
+
 def load_many(paths: list[Path]) -> list[dict]:
-    """Read and check each file (a directory means its results.json), merge by kernel."""
+    """Read and check each file (a directory means its results.json, a `pinhole matrix`
+    output its kernels'), merge by kernel."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
-    for path in paths:
-        path = Path(path)
+    for path in (run for p in paths for run in runs_in(Path(p))):
         if path.is_dir() and not finished(path):
             doc = results.salvage(path)  # a run that was killed: what it finished
         else:
