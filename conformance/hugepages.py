@@ -2,14 +2,17 @@
 
 The reservation is made by a guardian process in its own session. It raises
 vm.nr_hugepages, then waits for its stdin to close: when the run ends normally or dies, it
-lowers the count by what it added. Read-modify-write of the sysctl happens under flock so
-parallel runs do not lose each other's changes.
+lowers the count by what it added. It ignores SIGTERM, SIGINT and SIGHUP, which would kill it
+with the pages added; its run's end (even by SIGKILL) still closes its stdin.
+Read-modify-write of the sysctl happens under flock so parallel runs do not lose each
+other's changes.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +82,10 @@ class Reservation:
 
 
 def _guard(missing: int) -> None:
+    # Only the end of the run ends the guardian: `pkill -f`, a session's SIGHUP or systemd's
+    # SIGTERM to every process would otherwise kill it with the pages still added.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     added = _adjust(missing)
     print(added, flush=True)
     sys.stdin.buffer.read()  # returns at EOF: the run ended or was killed

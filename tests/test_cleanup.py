@@ -85,3 +85,18 @@ def test_a_reservation_adds_its_pages_even_when_others_are_free():
     finally:
         first.release()
     assert int((hugepages.POOL / "nr_hugepages").read_text()) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: vm.nr_hugepages")
+def test_a_signalled_guardian_still_gives_the_pages_back():
+    """SIGTERM to every process (pkill -f, systemd) must not kill the guardian before its
+    run: it would leave vm.nr_hugepages raised (seen when a CI run was stopped so)."""
+    before = int((hugepages.POOL / "nr_hugepages").read_text())
+    r = hugepages.Reservation(2)
+    assert r.added == 2
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        os.kill(r._guard.pid, sig)
+    time.sleep(0.2)
+    assert r._guard.poll() is None, "the guardian died of a signal with the pages added"
+    r.release()
+    assert int((hugepages.POOL / "nr_hugepages").read_text()) == before
