@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from _pytest.mark.expression import Expression
 
-from . import guest, hugepages, lifetime, probe, results
+from . import cpus, guest, hugepages, lifetime, probe, results
 from .availability import missing
 from .checks import OPT_IN, unavailable
 from .dimensions import VOCABULARY, UnknownName, cells, is_group_id, names, universe
@@ -144,8 +144,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(problem)
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(Controller(config), "pinhole-controller")
+        if os.environ.get(guest.IN_GUEST) and not config.getoption("numprocesses", None):
+            cpus.keep_to_first_cpu()  # the VM's one process that runs cells
     else:
         lifetime.die_with_parent()  # an xdist worker must not outlive a killed controller
+        cpus.keep_to_own_cpu(config.workerinput)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -93,9 +93,8 @@ def test_sigkill_of_the_whole_run(tmp_path: Path, scratch: Path) -> None:
     assert doc["incomplete"] and results.run_exit(doc) == results.EXIT_FAIL
 
 
-def test_sigkill_of_one_worker(tmp_path: Path, scratch: Path) -> None:
-    before = nr_hugepages()
-    out = tmp_path / "out"
+def kill_a_worker(out: Path, scratch: Path) -> dict:
+    """A run with one of its two workers SIGKILLed part way; its results."""
     run = start_run(out, scratch)
     wait_for(lambda: finished(out) >= 40)
     # A worker, not the hugepage guardian (also a child of the controller).
@@ -103,8 +102,19 @@ def test_sigkill_of_one_worker(tmp_path: Path, scratch: Path) -> None:
                   if "conformance.hugepages" not in " ".join(p.cmdline()))
     victim.kill()
     assert run.wait(timeout=600) == 1, "a dead worker must fail the run"
-    doc = results.load(out / "results.json")
-    errors = [c for c in doc["cases"] if c["verdict"] == "error"]
+    return results.load(out / "results.json")
+
+
+def test_sigkill_of_one_worker(tmp_path: Path, scratch: Path) -> None:
+    before = nr_hugepages()
+    for attempt in range(3):
+        doc = kill_a_worker(tmp_path / f"out{attempt}", scratch)
+        errors = [c for c in doc["cases"] if c["verdict"] == "error"]
+        if errors:
+            break
+        # The kill fell after the group's last record reached progress.jsonl and before its
+        # report did: nothing was lost (seen twice in 17 runs). Again, for a kill mid-group.
+        assert doc["totals"]["pass"] + doc["totals"]["skip"] == len(doc["cases"]) > 800
     never = [c for c in errors if c["reason"].startswith("never ran: its group stopped in ")]
     died = {c["id"].rsplit(".", 1)[0] for c in errors
             if c not in never and "worker" in c["reason"]}

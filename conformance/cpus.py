@@ -1,0 +1,40 @@
+"""Where the processes that run cells may run: each on a CPU of its own.
+
+Free to move, a cell's mutation thread (runner.mutate()) and the kernel work it wakes were
+often placed on the other CPU, busy with the other xdist worker (or, in a VM, a vCPU that
+TCG must wake), and waited there for a time slice while their own CPU sat idle. Kept to one
+CPU, the thread runs as soon as the cell waits for it (README, "Timings").
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def own_cpu(worker_id: str, workers: int, allowed: list[int]) -> int | None:
+    """The CPU for xdist worker `gwN` of `workers`: the N-th allowed one. None for a lone
+    worker, which gains nothing on the host (and two lone runs at once would share a CPU),
+    or where there are fewer CPUs than workers (pinning would stack two on one)."""
+    if workers < 2 or workers > len(allowed) or not worker_id.startswith("gw"):
+        return None
+    # A worker xdist starts in place of a crashed one takes the next id (gw2 of 2).
+    return sorted(allowed)[int(worker_id[2:]) % len(allowed)]
+
+
+def keep_to_own_cpu(workerinput: dict) -> int | None:
+    """Pin this xdist worker's main thread, and so every thread it starts, to its own CPU;
+    returns the CPU, or None where it stays free (own_cpu())."""
+    cpu = own_cpu(str(workerinput.get("workerid", "")), int(workerinput.get("workercount", 1)),
+                  list(os.sched_getaffinity(0)))
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
+def keep_to_first_cpu() -> int:
+    """Pin this process to its first allowed CPU: the guest's one pytest process, alone in
+    its VM, whose kernel threads keep the other vCPU (under TCG the cells took 17 s instead
+    of 29 s, benchmarks/tcg.py's taskset0 arm)."""
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    return cpu
