@@ -64,6 +64,8 @@ ARMS: dict[str, dict] = {
     "thp-never": {"append": ["transparent_hugepage=madvise"]},
     "cpus1": {"append": [], "cpus": 1},
     "cpus2-n2": {"append": [], "cpus": 2, "pytest": ["-n", "2"]},
+    # The guest's pytest on one of the two vCPUs (its threads too).
+    "taskset0": {"append": [], "prefix": ["taskset", "-c", "0"]},
     # progress.jsonl fsynced after every line (pinhole's behaviour before), or never.
     "sync": {"append": [], "env": {"PINHOLE_SYNC_PROGRESS": "1"}},
     "nosync": {"append": [], "env": {"PINHOLE_SYNC_PROGRESS": "0"}},
@@ -269,9 +271,13 @@ def arm_of(name: str) -> dict:
         return {"append": [], "kernel": name.removeprefix("kernel:")}
     if name.startswith("append:"):
         return {"append": [o for o in name.removeprefix("append:").split(",") if o]}
-    if name == "fast":
+    if name.startswith("fast"):  # fast, or fast+ARM: pinhole's TCG options and ARM's shape
         from conformance import vm
-        return {"append": list(getattr(vm, "FAST_BOOT_ARGS", ()))}
+        fast = list(getattr(vm, "FAST_BOOT_ARGS", ()))
+        if name == "fast":
+            return {"append": fast}
+        arm = dict(arm_of(name.removeprefix("fast+")))
+        return {**arm, "append": [*fast, *arm["append"]]}
     if name not in ARMS:
         raise SystemExit(f"tcg.py: unknown arm {name!r}: one of {', '.join(ARMS)} or append:OPTS")
     return ARMS[name]
@@ -293,7 +299,8 @@ def run_arm(kernel, name: str, arm: dict, selection: list[str], accel: str, micr
                 *(["--probes"] if probes else []),
                 *(["--profile"] if arm.get("profile") else []), "--",
                 *selection, *arm.get("pytest", [])]
-        shell = f"cd {shlex.quote(str(ROOT))} && {env} exec {shlex.join(argv)}"
+        shell = (f"cd {shlex.quote(str(ROOT))} && {env} exec "
+                 f"{shlex.join([*arm.get('prefix', []), *argv])}")
         before = load()
         for _ in range(2):  # a VM that dies before its guest comes up (seen under TCG): again
             # The arm's options go in place of the fast ones, so "default" is the kernel's own.
