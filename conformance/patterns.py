@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import binascii
 import re
+import sys
+from array import array
 from functools import lru_cache
 
 TAG = re.compile(rb"<([a-z0-9-]+):[0-9a-f]{8}>")
@@ -13,16 +16,33 @@ _built: dict[str, bytes] = {}  # the longest pattern of each tag built so far
 
 @lru_cache(maxsize=64)  # a handful of tags and lengths: slice each one once, not per use
 def fill(tag: str, length: int) -> bytes:
-    """length bytes of '<tag:offset>' records; different tags never compare equal. A shorter
-    pattern is the start of a longer one, so each tag is built once, at its longest (a
-    second or more under TCG for 6 MiB)."""
+    """length bytes of '<tag:offset>' records, the offset in 8 hex digits; different tags
+    never compare equal. A shorter pattern is the start of a longer one, so each tag is
+    built once, at its longest."""
     built = _built.get(tag, b"")
     if len(built) < length:
-        record = f"<{tag}:%08x>"
-        step = len(record % 0)
-        count = -(-length // step)
-        built = _built[tag] = "".join(map(record.__mod__, range(0, count * step, step))).encode()
+        built = _built[tag] = _records(tag, length)
     return built[:length]
+
+
+def _records(tag: str, length: int) -> bytes:
+    """At least length bytes of the pattern, column by column (each byte position of a
+    record is one slice assignment) rather than record by record: five times faster, and
+    formatting each record was seconds of a VM's run under TCG."""
+    head = f"<{tag}:".encode()
+    step = len(head) + 9  # the 8 digits and ">"
+    count = -(-length // step)
+    offsets = array("I", range(0, count * step, step))
+    if sys.byteorder == "little":
+        offsets.byteswap()  # big-endian, so the hex reads as the number
+    digits = binascii.hexlify(offsets.tobytes())
+    out = bytearray(count * step)
+    for i, byte in enumerate(head):
+        out[i::step] = bytes([byte]) * count
+    for d in range(8):
+        out[len(head) + d::step] = digits[d::8]
+    out[step - 1::step] = b">" * count
+    return bytes(out)
 
 
 @lru_cache(maxsize=8)
