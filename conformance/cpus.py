@@ -1,9 +1,9 @@
 """Where the processes that run cells may run: each on a CPU of its own.
 
 Free to move, a cell's mutation thread (runner.mutate()) and the kernel work it wakes were
-often placed on the other CPU, busy with the other xdist worker (or, in a VM, a vCPU that
-TCG must wake), and waited there for a time slice while their own CPU sat idle. Kept to one
-CPU, the thread runs as soon as the cell waits for it (README, "Timings").
+often placed on the CPU busy with the other xdist worker, and waited there for a time slice
+while their own CPU sat idle; kept to one CPU, the thread runs as soon as the cell waits
+for it. In a VM the one process that runs cells keeps to the first vCPU (README, "Timings").
 """
 
 from __future__ import annotations
@@ -32,9 +32,18 @@ def keep_to_own_cpu(workerinput: dict) -> int | None:
 
 
 def keep_to_first_cpu() -> int:
-    """Pin this process to its first allowed CPU: the guest's one pytest process, alone in
-    its VM, whose kernel threads keep the other vCPU (under TCG the cells took 17 s instead
-    of 29 s, benchmarks/tcg.py's taskset0 arm)."""
+    """Pin this process to its first allowed CPU, from its start: a VM's one process that
+    runs cells, whose kernel threads keep the other vCPU. Under TCG each vCPU has its own
+    translated-code state, so a process that moves between them runs cold: pinned from
+    the start, the quick selection ran in 35-38 s instead of 44-47 (benchmarks/tcg.py's
+    taskset0 arm, two rounds)."""
     cpu = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
     return cpu
+
+
+def asks_for_workers(pytest_args: list[str]) -> bool:
+    """Whether pytest's arguments start xdist workers (-n N, -nN, --numprocesses[=]N): they
+    must not inherit one CPU, so the process that starts them stays free."""
+    return any(a == "-n" or (a.startswith("-n") and not a.startswith("--"))
+               or a.startswith("--numprocesses") for a in pytest_args)

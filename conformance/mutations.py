@@ -221,6 +221,7 @@ def fork_write(t: Trial, base: Baseline) -> Effect:
     for the child (mm/memory.c copy_present_page()), so MAP_PRIVATE children never touch
     the parent's pinned page."""
     data = _data(t)
+    kept = None if _shared(t) else t.pinned.read()  # what the pin must go on holding
     pid = os.fork()
     if pid == 0:
         try:
@@ -230,7 +231,7 @@ def fork_write(t: Trial, base: Baseline) -> Effect:
     _, status = os.waitpid(pid, 0)
     if not os.WIFEXITED(status):
         raise OSError(f"the child storing through the mapping died: status {status:#x}")
-    return Effect(data, pin=data) if _shared(t) else Effect(base.file, pin=base.pin)
+    return Effect(data, pin=data) if kept is None else Effect(base.file, pin=kept)
 
 
 def munmap_mmap(t: Trial, base: Baseline) -> Effect:

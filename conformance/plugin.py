@@ -144,8 +144,6 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(problem)
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(Controller(config), "pinhole-controller")
-        if os.environ.get(guest.IN_GUEST) and not config.getoption("numprocesses", None):
-            cpus.keep_to_first_cpu()  # the VM's one process that runs cells
     else:
         lifetime.die_with_parent()  # an xdist worker must not outlive a killed controller
         cpus.keep_to_own_cpu(config.workerinput)

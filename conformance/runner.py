@@ -111,7 +111,7 @@ def trial(case: Case, checks: list[str], worker: Worker, seen: Seen) -> None:
             return
         t = Trial(case, subject, pinned, worker)
         try:
-            base = Baseline(subject.file_view(), pinned.read())
+            base = Baseline(subject.file_view())
             try:
                 effect = mutate(t, base)
             except OSError as e:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conformance.cpus import own_cpu
+from conformance.cpus import asks_for_workers, own_cpu
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,6 +22,13 @@ def test_a_lone_worker_or_too_few_cpus_stay_free() -> None:
     assert own_cpu("gw0", 1, [0, 1]) is None
     assert own_cpu("gw0", 3, [0, 1]) is None
     assert own_cpu("master", 2, [0, 1]) is None
+
+
+def test_a_guest_asked_for_workers_stays_free() -> None:
+    """They would inherit its one CPU."""
+    for args in (["-n", "2"], ["-n2"], ["-nauto"], ["--numprocesses=2"], ["--numprocesses", "2"]):
+        assert asks_for_workers(["--pin=io_uring", *args]), args
+    assert not asks_for_workers(["--pin=io_uring", "--state=hole", "-k", "pwrite"])
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")

@@ -39,7 +39,7 @@ def test_detaches_only_where_the_backing_drops_the_folio(pinhole_worker, backing
     trial = Trial(case, subject, pinhole_worker)
     try:
         subject.prepare("written")
-        base = Baseline(subject.file_view(), b"")
+        base = Baseline(subject.file_view())
         try:
             effect = mutations.MUTATIONS[mutation].apply(trial, base)
         except OSError as e:

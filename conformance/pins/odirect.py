@@ -107,7 +107,12 @@ class ODirect(Mechanism):
             self.scratch = reopen_direct(unnamed_file(disk_dir()))
 
     def pin(self, subject, access: str) -> Pinned:
-        return DirectIO(self.scratch, self.bounce, subject.addr, subject.length)
+        """Taken as every later look takes it: an O_DIRECT write from the range, whose GUP
+        faults the range in as a long-term pin's would (the zeropage check reads the page
+        table as the pin left it)."""
+        pinned = DirectIO(self.scratch, self.bounce, subject.addr, subject.length)
+        pinned.read()
+        return pinned
 
     def close(self) -> None:
         if self.scratch is not None:
