@@ -33,6 +33,8 @@ RECORD = "pinhole"
 HUGEPAGES_PER_WORKER = 6
 # A run of at most this many cases prints what the kernel view saw of each pinned page.
 SHOW_KERNEL_VIEW = 40
+# Test-only: the cell id whose run waits a minute as it begins (hold_if_asked()).
+HOLD_IN = "PINHOLE_TEST_HOLD_IN"
 # Names every case item's keywords hold besides its id: pytest's -k matches them too.
 ITEM_NAMES = ("cases", "test_matrix.py", "test_group")
 
@@ -213,6 +215,7 @@ def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker,
             if pinhole_progress:  # the cell before's records go out with this cell's begin
                 pinhole_progress.begin(cell.id, [c.id for c in cell.cases], *recs)
             panic_if_asked(cell)
+            hold_if_asked(cell)
             try:
                 recs = [r.as_dict() for r in run_cell(cell, pinhole_worker, spec)]
             except Exception as e:  # noqa: BLE001 - this cell's error; the group goes on
@@ -234,6 +237,13 @@ def panic_if_asked(cell: Cell) -> None:
     if target and os.environ.get(guest.IN_GUEST) and cell.id in (
             target, target.rsplit(".", 1)[0]):
         Path("/proc/sysrq-trigger").write_text("c")
+
+
+def hold_if_asked(cell: Cell) -> None:
+    """Test-only (tests/test_robustness.py): the cell HOLD_IN names waits a minute as it
+    begins, so a test's signal lands while a cell runs however fast the rest of the run is."""
+    if os.environ.get(HOLD_IN) == cell.id:
+        time.sleep(60)
 
 
 def conclude(done: list[dict]) -> None:
