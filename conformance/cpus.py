@@ -35,8 +35,8 @@ def keep_to_first_cpu() -> int:
     """Pin this process to its first allowed CPU, from its start: a VM's one process that
     runs cells, whose kernel threads keep the other vCPU. Under TCG each vCPU has its own
     translated-code state, so a process that moves between them runs cold: pinned from
-    the start, the quick selection ran in 35-38 s instead of 44-47 (benchmarks/tcg.py's
-    taskset0 arm, two rounds)."""
+    the start, the quick selection ran in 35-38 s, against 44-47 s pinned only once pytest
+    had started (benchmarks/tcg.py's taskset0 and fast arms, two rounds)."""
     cpu = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
     return cpu
