@@ -31,7 +31,8 @@ def test_a_guest_asked_for_workers_stays_free() -> None:
     assert not asks_for_workers(["--pin=io_uring", "--state=hole", "-k", "pwrite"])
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
+                    reason="needs 2 CPUs: run on a machine or VM with two or more")
 def test_the_worker_and_the_threads_it_starts_keep_to_its_cpu() -> None:
     """In a child (pinning is for the life of a process): the main thread and a thread started
     after it, as the runner's mutation thread is."""

@@ -50,14 +50,19 @@ class DirectIO(Pinned):
     def _range(self) -> memoryview:
         return mem_view(self.addr, self.length)
 
-    def read(self) -> bytes:
+    def take(self) -> None:
+        """The pin itself: an O_DIRECT write of the range to the scratch, for which the kernel
+        pins (GUP) and reads the range."""
         try:
-            done = os.pwritev(self.scratch, [self._range()], 0)  # the kernel pins and reads it
+            done = os.pwritev(self.scratch, [self._range()], 0)
         except OSError as e:
             raise PinRefused(e.errno, f"O_DIRECT write from the range: {e.strerror}") from None
         whole(done, self.length, "O_DIRECT write from the range")
-        back = self.bounce.view()[:done]
-        whole(os.preadv(self.scratch, [back], 0), done, "O_DIRECT read of the scratch")
+
+    def read(self) -> bytes:
+        self.take()
+        back = self.bounce.view()[:self.length]
+        whole(os.preadv(self.scratch, [back], 0), self.length, "O_DIRECT read of the scratch")
         return bytes(back)
 
     def write(self, data: bytes) -> None:
@@ -107,11 +112,11 @@ class ODirect(Mechanism):
             self.scratch = reopen_direct(unnamed_file(disk_dir()))
 
     def pin(self, subject, access: str) -> Pinned:
-        """Taken as every later look takes it: an O_DIRECT write from the range, whose GUP
-        faults the range in as a long-term pin's would (the zeropage check reads the page
-        table as the pin left it)."""
+        """Taken as every later look takes it (DirectIO.take()): an O_DIRECT write from the
+        range, whose GUP faults the range in as a long-term pin's would (the zeropage check
+        reads the page table as the pin left it)."""
         pinned = DirectIO(self.scratch, self.bounce, subject.addr, subject.length)
-        pinned.read()
+        pinned.take()
         return pinned
 
     def close(self) -> None:
