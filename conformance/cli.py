@@ -542,6 +542,10 @@ def main(argv: list[str] | None = None) -> int:
         discard_created()
         print("pinhole: stopped by SIGINT", file=sys.stderr)
         return 128 + signal.SIGINT
+    except BrokenPipeError:  # `pinhole diff A B | head`: the reader has what it wanted
+        # Python would report the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

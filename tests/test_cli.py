@@ -251,3 +251,13 @@ def test_kernel_view_without_debug_info_is_planned_skips(tmp_path):
              if c["check"] == "kernel-view"]
     assert views and all(c["verdict"] == "skip" and not c["duration_s"] for c in views)
     assert len({c["reason"] for c in views}) == 1
+
+
+def test_a_closed_pipe_is_no_traceback():
+    """`pinhole list --ids | head -1`: the reader stops early; exit 141 as a shell pipeline's
+    writer would, with nothing on stderr."""
+    run = subprocess.run(f"{sys.executable} -m conformance.cli list --ids | head -1; "
+                         "echo \"${PIPESTATUS[0]}\"", shell=True, executable="/bin/bash",
+                         cwd=ROOT, capture_output=True, text=True)
+    first, status = run.stdout.splitlines()
+    assert first and status == "141" and run.stderr == "", run
