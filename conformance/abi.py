@@ -98,6 +98,10 @@ ffi.cdef(
     """
 )
 libc = ffi.dlopen(None)
+# cffi lays a struct out on its first use, and an interrupt there (a timeout) leaves it "of
+# unknown size" for the rest of the process: lay every one out now.
+for _struct in ffi.list_types()[1]:
+    ffi.sizeof(f"struct {_struct}")
 
 # include/uapi/asm-generic/unistd.h: numbers shared by every architecture since 5.1
 SYS_io_uring_setup = 425

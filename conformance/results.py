@@ -212,9 +212,11 @@ class Progress:
         self._write({"planned": count})
 
     def begin(self, item_id: str, case_ids: list[str], *finished: dict) -> None:
-        """A cell (or control) starts: the ids of every case it will record, after the
-        records of the cell before it, in one write (each is a 9p round trip in a VM)."""
-        self._write(*({"case": c} for c in finished), {"begin": item_id, "cases": case_ids})
+        """A cell (or control) starts: the ids of every case it will record, and the process
+        running it, after the records of the cell before it, in one write (each is a 9p round
+        trip in a VM)."""
+        self._write(*({"case": c} for c in finished),
+                    {"begin": item_id, "cases": case_ids, "pid": os.getpid()})
 
     def record(self, *cases: dict) -> None:
         self._write(*({"case": c} for c in cases))

@@ -192,7 +192,13 @@ def run_cell(cell: Cell, worker: Worker, spec: Spec) -> list[Result]:
     """The cell's results, one per case; each case gets an equal share of the time."""
     start = time.monotonic()
     worker.monitor.begin(cell.id)
-    seen = observe(cell, worker)
+    try:
+        seen = observe(cell, worker)
+    except BaseException:
+        # An interrupt (a timeout, Ctrl-C) lands anywhere, between a pin and its release
+        # too: a ring left holding that buffer would refuse the next cell's with EBUSY.
+        worker.forget_parts()
+        raise
     log = worker.monitor.end()
     version = running().number
     out = []

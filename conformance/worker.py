@@ -35,13 +35,14 @@ class Worker:
             else:
                 try:
                     part.setup()
+                except BaseException as e:
+                    part.close()  # what setup did before it stopped
+                    if not isinstance(e, Exception):
+                        raise  # an interrupt (a timeout, Ctrl-C): set up again on next use
+                    self._parts[name] = (e if isinstance(e, Skip)
+                                         else SetupFailed(f"setting up {name} failed: {e}"))
+                else:
                     self._parts[name] = part
-                except Skip as e:
-                    part.close()
-                    self._parts[name] = e
-                except Exception as e:
-                    part.close()
-                    self._parts[name] = SetupFailed(f"setting up {name} failed: {e}")
         part = self._parts[name]
         if isinstance(part, Exception):
             raise part
@@ -50,10 +51,14 @@ class Worker:
     def file_name(self) -> str:
         return f"case-{next(self._names)}"
 
-    def close(self) -> None:
-        for part in self._parts.values():
-            if not isinstance(part, Exception):
-                part.close()
+    def forget_parts(self) -> None:
+        """Close every backing and mechanism; the next cell sets up afresh what it uses."""
+        parts = [p for p in self._parts.values() if not isinstance(p, Exception)]
         self._parts.clear()
+        for part in parts:
+            part.close()
+
+    def close(self) -> None:
+        self.forget_parts()
         self.monitor.close()
         self.pagemap.close()
