@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance import abi, checks
+from conformance import abi, checks, flakey
 from conformance.model import Baseline, Case, Effect, Trial
 from conformance.pagemap import NEEDS_ROOT
 from conformance.subject import Subject
@@ -80,6 +80,32 @@ def test_coherence_detector_reports_a_disconnected_pin(pinhole_worker, control):
     finally:
         subject.close()
     assert seen.outcome == "disconnected", seen
+
+
+@pytest.mark.parametrize("control", ["control.lost-write.drop-writes"])
+def test_data_loss_detector_reports_a_write_the_disk_dropped(pinhole_worker, control):
+    """A disk that completes writes without storing them (device-mapper flakey's
+    drop_writes, drivers/md/dm-flakey.c) under ext4: data an O_DIRECT read puts into a shared
+    mapping's page reaches the page cache and never the disk, so once pin-to-file reads the
+    file back from storage (unmount and mount) it must report the write as lost."""
+    available = flakey.availability()
+    if not available.ok:
+        pytest.skip(available.reason)
+    backing = flakey.FlakeyExt4()
+    backing.setup()
+    subject = Subject(backing, pinhole_worker.file_name(), "shared")
+    try:
+        subject.prepare("written")
+        backing.flakey.drop_writes()  # after the freeze has stored the file as prepared
+        told = Case("odirect", "ext4", "shared", "rw", "written", "none", "pin-to-file")
+        pinned = pinhole_worker.mechanism("odirect").pin(subject, "rw")
+        trial = Trial(told, subject, pinned, pinhole_worker)
+        base = Baseline(subject.file_view())
+        seen = checks.pin_to_file(trial, base, Effect(base.file))
+    finally:
+        subject.close()
+        backing.close()
+    assert seen.outcome == "lost-write", seen
 
 
 @pytest.mark.parametrize("control", ["control.kernel-log.drop-caches"])

@@ -95,6 +95,25 @@ ffi.cdef(
         struct loop_info64 info;
         uint64_t reserved[8];
     };
+
+    /* include/uapi/linux/dm-ioctl.h */
+    struct dm_ioctl {
+        uint32_t version[3];
+        uint32_t data_size, data_start, target_count;
+        int32_t open_count;
+        uint32_t flags, event_nr, padding;
+        uint64_t dev;
+        char name[128];
+        char uuid[129];
+        char data[7];
+    };
+    struct dm_target_spec {
+        uint64_t sector_start, length;
+        int32_t status;
+        uint32_t next;
+        char target_type[16];
+    };
+    struct dm_target_versions { uint32_t next; uint32_t version[3]; char name[]; };
     """
 )
 libc = ffi.dlopen(None)
@@ -173,6 +192,17 @@ UDMABUF_FLAGS_CLOEXEC = 0x01
 LOOP_CONFIGURE = 0x4C0A
 LOOP_CTL_GET_FREE = 0x4C82
 LO_FLAGS_AUTOCLEAR = 4
+
+# include/uapi/linux/dm-ioctl.h: _IOWR(0xfd, nr, struct dm_ioctl)
+DM_VERSION_MAJOR = 4
+DM_DEV_CREATE = 0xC138FD03
+DM_DEV_REMOVE = 0xC138FD04
+DM_DEV_SUSPEND = 0xC138FD06
+DM_TABLE_LOAD = 0xC138FD09
+DM_LIST_VERSIONS = 0xC138FD0D
+DM_SUSPEND_FLAG = 1 << 1
+DM_BUFFER_FULL_FLAG = 1 << 8
+DM_DEFERRED_REMOVE = 1 << 17
 
 # include/uapi/linux/mount.h
 FSOPEN_CLOEXEC = 0x1

@@ -17,18 +17,18 @@ from pathlib import Path
 
 import pluggy
 
-from . import cpus, results, scratch
+from . import cpus, flakey, results, scratch
 from .backings import BACKINGS
 from .backings.blockfs import BlockFs
 from .kernelview.debuginfo import ENV as VMLINUX_ENV
 from .mounts import mount_of
 from .pins import MECHANISMS
 
-# What the backings and pin mechanisms need loaded, each with what shows it built in (a
-# driver built in has no module, and no /sys/module/<name> unless it has parameters). Each
-# may be built in, a module, or absent.
+# What the backings, pin mechanisms and controls need loaded, each with what shows it built
+# in (a driver built in has no module, and no /sys/module/<name> unless it has parameters).
+# Each may be built in, a module, or absent.
 DEVICES = {name: shows for part in (*BACKINGS.values(), *MECHANISMS.values())
-           for name, shows in part.modules.items()}
+           for name, shows in part.modules.items()} | flakey.MODULES
 GUEST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 GUEST_FILE = "guest.json"
 # Set in the guest only: test hooks that would harm a host (a panic) check it.
