@@ -142,7 +142,8 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
                 accel = vm.accelerator(kernel)
                 if accel == "tcg" and fast and vm.FAST_BOOT_ARGS:
                     print(f"pinhole matrix: {spec}: booted with {' '.join(vm.FAST_BOOT_ARGS)} "
-                          f"(TCG speed; {vm.FAST_BOOT_ENV}=0 keeps the kernel's defaults)",
+                          f"on -cpu {vm.FAST_CPU} (TCG speed; {vm.FAST_BOOT_ENV}=0 keeps the "
+                          "kernel's defaults)",
                           flush=True)
             res = vm.boot_and_run(kernel, guest_command(kernel, kdir, pytest_args),
                                   timeout=timeout, append=PMEM_APPEND, rwdirs=[kdir],
@@ -159,6 +160,7 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
         "config": {c: cfg.state(c) for c in CONFIGS}, "config_gaps": gaps,
         "accelerator": res.accel,
         "boot_options": [*vm.boot_options(res.accel, fast), *PMEM_APPEND],
+        "cpu": vm.FAST_CPU if res.accel == "tcg" and fast else None,
         "qemu": qemu_version(), "vm": res.outcome, "vm_status": res.status, "boots": boots,
         "seconds": {"fetch": round(fetch, 1), "boot": round(res.boot_seconds, 1),
                     "run": round(res.run_seconds, 1)},

@@ -27,6 +27,18 @@ def test_fast_boot_options_only_under_tcg() -> None:
     assert appended(vm.vng_command(KERNEL, "true", accel="kvm", fast=True)) == ["oops=panic"]
 
 
+def test_the_fast_cpu_model_only_under_tcg() -> None:
+    """One vng argument (vng's --qemu-opts takes one), after vng's own -cpu max, so QEMU
+    takes it; none where the kernel's defaults are kept, or under KVM (-cpu host)."""
+    def opts(accel: str, fast: bool) -> list[str]:
+        cmd = vm.vng_command(KERNEL, "true", accel=accel, fast=fast)
+        return [a for a in cmd if a.startswith("--qemu-opts")]
+
+    assert opts("tcg", True) == [f"--qemu-opts=-cpu {vm.FAST_CPU}"]
+    assert "-erms" in vm.FAST_CPU.split(",")
+    assert opts("tcg", False) == opts("kvm", True) == []
+
+
 def test_the_callers_options_come_last() -> None:
     """The kernel takes the last of a repeated option: the caller's own wins over pinhole's."""
     cmd = vm.vng_command(KERNEL, "true", accel="tcg", fast=True, append=["mitigations=auto"])
