@@ -16,7 +16,6 @@ ffi.cdef(
     void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset);
     int munmap(void *addr, size_t length);
     int madvise(void *addr, size_t length, int advice);
-    int mallopt(int param, int value);
     int fallocate(int fd, int mode, long offset, long len);
     int msync(void *addr, size_t length, int flags);
     long syscall(long number, ...);
@@ -130,10 +129,6 @@ SYS_io_uring_register = 427
 SYS_fsopen = 430
 SYS_fsconfig = 431
 SYS_fsmount = 432
-
-# glibc's malloc.h
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
 
 # include/uapi/asm-generic/mman-common.h, mman.h
 PROT_READ = 0x1

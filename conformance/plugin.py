@@ -24,7 +24,6 @@ from .reports import terminal
 from .runner import reraise_interrupt, run_cell
 from .running_kernel import running
 from .scratch import scratch_problem
-from .syscalls import keep_freed_memory
 from .worker import Worker
 
 SPEC = pytest.StashKey[Spec]()
@@ -134,7 +133,6 @@ def plan(config: pytest.Config) -> Plan:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    keep_freed_memory()  # in every process that may run cells: a worker, or the only one
     try:
         plan(config)
         # Checking every entry against the whole matrix is done once: by pinhole's command

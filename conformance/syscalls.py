@@ -12,8 +12,6 @@ import errno as _errno
 import os
 
 from .abi import (
-    M_MMAP_THRESHOLD,
-    M_TRIM_THRESHOLD,
     MAP_ANONYMOUS,
     MAP_FAILED,
     MAP_PRIVATE,
@@ -119,14 +117,6 @@ def touch(addr: int, length: int) -> None:
 
 def write_mem(addr: int, data: bytes) -> None:
     ffi.memmove(ffi.cast("char *", addr), data, len(data))
-
-
-def keep_freed_memory() -> None:
-    """Large buffers (a 2 MiB page read back, several times a cell) from malloc's heap, and
-    kept there when freed: fresh from mmap, each costs 512 page faults and as many zeroed
-    pages (hugetlb cells 18% faster on the host, and more under TCG, where faults are dear)."""
-    libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest
-    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
 
 
 class AlignedBuffer:
