@@ -285,10 +285,13 @@ def stopped_run(out: Path, signum: int) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace, pytest_args: list[str]) -> int:
-    from . import debian, kbuild, multikernel
+    from . import debian, kbuild, multikernel, vm
 
     selection = [*dimension_args(args), *[f"--spec={os.path.abspath(s)}" for s in args.spec],
                  *pytest_args]
+    why = vm.unshareable(Path(args.out or RUNS).resolve())
+    if why:
+        raise UsageError(f"--out {args.out or RUNS}: {why}")
     load_spec(args.spec)
     baseline = baseline_of(args)
     # Ctrl-C and SIGTERM stop the running VM and leave partial reports (lifetime.Stopped).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -141,6 +142,21 @@ def boot_options(accel: str, fast: bool = True) -> tuple[str, ...]:
     return (*BOOT_ARGS, *(TCG_ARGS if tcg else ()), *(FAST_BOOT_ARGS if tcg and fast else ()))
 
 
+# The only characters virtme-ng accepts in an --rwdir path (virtme/commands/run.py
+# _SAFE_PATH_PATTERN); it refuses any other path once qemu is about to start.
+RWDIR_PATH = re.compile(r"[a-zA-Z0-9_+ /.-]+")
+
+
+def unshareable(path: Path) -> str | None:
+    """Why virtme-ng cannot give a guest this directory read-write, or None."""
+    if RWDIR_PATH.fullmatch(str(path)):
+        return None
+    bad = sorted({c for c in str(path) if not RWDIR_PATH.fullmatch(c)})
+    return (f"the VM writes there through virtme-ng's --rwdir, which takes only letters, digits "
+            f"and \"_+ /.-\" in a path, not {' '.join(map(repr, bad))}; choose another "
+            "directory")
+
+
 def vng_command(kernel: Kernel, shell: str, *, accel: str, append: Sequence[str] = (),
                 rwdirs: Sequence[Path] = (), memory: str = "2G", cpus: int = 2,
                 vng: str = "vng", fast: bool = False) -> list[str]:
@@ -153,6 +169,9 @@ def vng_command(kernel: Kernel, shell: str, *, accel: str, append: Sequence[str]
     for arg in (*boot_options(accel, fast), *append):
         cmd += ["--append", arg]
     for d in rwdirs:
+        why = unshareable(d)
+        if why:
+            raise ValueError(f"{d}: {why}")
         cmd += ["--rwdir", str(d)]
     if accel == "tcg" and fast:
         cmd.append(f"--qemu-opts=-cpu {FAST_CPU}")  # one argument: a later -cpu wins

@@ -41,6 +41,14 @@ def test_out_into_a_file_is_refused(tmp_path):
     assert r.returncode == 2 and "cannot write there" in r.stderr
 
 
+def test_matrix_out_the_vm_cannot_write_is_refused_before_any_fetch(tmp_path):
+    out = tmp_path / "debian:6.12"
+    r = pinhole("matrix", "--kernel", "debian:6.12", "--out", str(out))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "takes only letters, digits" in r.stderr and "':'" in r.stderr
+    assert not out.exists()
+
+
 def test_bad_spec_file_names_file_and_line(tmp_path):
     f = tmp_path / "bad.toml"
     f.write_text('[[expect]]\noutcome = "coherent"\nreason = "r"\nbacking = "nfs"\n')

@@ -139,3 +139,10 @@ def test_a_killed_runs_work_directory_is_swept_and_a_live_ones_kept(tmp_path: Pa
     assert recent.exists()
     for fd in held:
         os.close(fd)
+
+
+def test_a_directory_virtme_ng_cannot_share_is_named_before_the_boot() -> None:
+    assert vm.unshareable(Path("/tmp/pinhole-runs/6.12.118+deb13-amd64")) is None
+    assert "'~'" in vm.unshareable(Path("/home/a~b/out"))
+    with pytest.raises(ValueError, match="':'"):
+        vm.vng_command(KERNEL, "true", accel="tcg", rwdirs=[Path("/tmp/debian:6.12")])
