@@ -258,6 +258,18 @@ def test_merge_of_two_shards_is_their_union(tmp_path, two):
         merge.load_many([tmp_path / "bad.json"])
 
 
+def test_a_matrix_that_fails_to_render_is_named_and_the_rest_written(tmp_path, two,
+                                                                     monkeypatch, capfd):
+    def broken(docs):
+        raise KeyError("no such column")
+
+    monkeypatch.setattr(html, "render", broken)
+    with pytest.raises(RuntimeError, match=r"^writing matrix.html failed"):
+        write_all(tmp_path, two)
+    assert "KeyError: 'no such column'" in capfd.readouterr().err
+    assert (tmp_path / "matrix.md").exists() and (tmp_path / "kcidb.json.gz").exists()
+
+
 def test_write_all_and_summary(tmp_path, two):
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "kcidb.json").write_text("{}")  # an older run's

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from ..results import write_atomic as write
@@ -19,21 +20,12 @@ FILES = ("summary.md", "matrix.md", "matrix.html", "results.ktap", "junit.xml", 
 def write_all(out: Path, docs: list[dict], baseline: list[dict] | None = None) -> list[Path]:
     """FILES in out: summary.md (with what changed since baseline, when given), matrix.md,
     matrix.html, results.ktap (one subtest per kernel when several), junit.xml and a validated
-    kcidb.json.gz (one checkout and build per kernel). The two matrices, half the work, are
-    written by a forked child while this process writes the rest."""
+    kcidb.json.gz (one checkout and build per kernel). The two matrices, the largest work,
+    are written by two forked children while this process writes the rest."""
     out.mkdir(parents=True, exist_ok=True)
-    child = os.fork()
-    if child == 0:
-        code = 1
-        try:
-            write(out / "matrix.md", markdown.render(docs))
-            write(out / "matrix.html", html.render(docs))
-            code = 0
-        except BaseException:  # noqa: BLE001 - shown here, raised again by the parent
-            traceback.print_exc()
-        finally:
-            os._exit(code)
+    children = {forked(out / "matrix.md", lambda: markdown.render(docs)): "matrix.md"}
     try:
+        children[forked(out / "matrix.html", lambda: html.render(docs))] = "matrix.html"
         sub = kcidb.validate(kcidb.build_all(docs))
         written = [
             write(out / "summary.md", mail.render(docs, baseline)),
@@ -43,12 +35,28 @@ def write_all(out: Path, docs: list[dict], baseline: list[dict] | None = None) -
             write_bytes(out / "kcidb.json.gz", kcidb.dump(sub)),
         ]
     finally:
-        _, status = os.waitpid(child, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise RuntimeError(f"writing matrix.md and matrix.html failed (status {status:#x})")
+        failed = [name for pid, name in children.items()
+                  if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])]
+    if failed:
+        raise RuntimeError(f"writing {' and '.join(failed)} failed (the traceback is above)")
     # A plain kcidb.json of an older run in the same directory would say something else.
     (out / "kcidb.json").unlink(missing_ok=True)
     return [written[0], out / "matrix.md", out / "matrix.html", *written[1:]]
+
+
+def forked(path: Path, render: Callable[[], str]) -> int:
+    """Write render()'s text to path in a forked child; returns the child's pid."""
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            write(path, render())
+            code = 0
+        except BaseException:  # noqa: BLE001 - shown here, reported by the parent
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return child
 
 
 def write_bytes(path: Path, data: bytes) -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
+from operator import itemgetter
 
 from ..dimensions import PIN_CHECKS, VOCABULARY
 
@@ -35,6 +37,9 @@ def order(dimension: str, seen: Iterable[str]) -> list[str]:
                   else (len(known), distinct.index(v)))
 
 
+row_of = itemgetter(*ROW_DIMENSIONS)
+
+
 def column_of(case: dict) -> str:
     return PIN_COLUMN if case["check"] in PIN_CHECKS else case["mutation"]
 
@@ -50,30 +55,31 @@ def worst(verdicts: Iterable[str]) -> str:
 
 @dataclass
 class Cell:
-    """The checks of one row, one column and one kernel."""
+    """The checks of one row, one column and one kernel. Complete once tables() returns, so
+    what it says is computed once: a renderer asks again for every column set it measures."""
 
     cases: list[dict] = field(default_factory=list)
 
-    @property
+    @cached_property
     def verdict(self) -> str:
         return worst(c["verdict"] for c in self.cases)
 
-    @property
+    @cached_property
     def codes(self) -> str:
         outcomes = [c["outcome"] for c in self.cases if c["outcome"]]
         return "".join(dict.fromkeys(OUTCOME_CODES.get(o, OTHER_CODE) for o in outcomes))
 
-    @property
+    @cached_property
     def errno(self) -> str:
         return next((c["errno"] for c in self.cases if c.get("errno")), "")
 
-    @property
+    @cached_property
     def reasons(self) -> list[str]:
         """Distinct reasons, the worst check's first."""
         ranked = sorted(self.cases, key=lambda c: rank(c["verdict"]))
         return list(dict.fromkeys(c["reason"] for c in ranked if c.get("reason")))
 
-    @property
+    @cached_property
     def signature(self) -> tuple:
         return tuple((c["check"], c["verdict"], c["outcome"], c.get("errno"))
                      for c in self.cases)
@@ -104,20 +110,22 @@ class Table:
 
 
 def tables(docs: list[dict]) -> list[Table]:
-    cases = [(k, c) for k, doc in enumerate(docs) for c in doc["cases"]]
+    by_pin: dict[str, list[tuple[int, dict, Row]]] = {}
+    for k, doc in enumerate(docs):
+        for c in doc["cases"]:
+            by_pin.setdefault(c["pin"], []).append((k, c, row_of(c)))
     out = []
-    for pin in order("pin", (c["pin"] for _, c in cases)):
-        mine = [(k, c) for k, c in cases if c["pin"] == pin]
-        rank = {d: {v: i for i, v in enumerate(order(d, (c[d] for _, c in mine)))}
+    for pin in order("pin", by_pin):
+        mine = by_pin[pin]
+        rank = {d: {v: i for i, v in enumerate(order(d, (c[d] for _, c, _ in mine)))}
                 for d in (*ROW_DIMENSIONS, "check")}
-        rows = sorted({tuple(c[d] for d in ROW_DIMENSIONS) for _, c in mine},
+        rows = sorted({row for _, _, row in mine},
                       key=lambda r: [rank[d][v] for d, v in zip(ROW_DIMENSIONS, r, strict=True)])
-        mutations = order("mutation", (c["mutation"] for _, c in mine
+        mutations = order("mutation", (c["mutation"] for _, c, _ in mine
                                        if c["check"] not in PIN_CHECKS))
-        has_pin = any(c["check"] in PIN_CHECKS for _, c in mine)
+        has_pin = any(c["check"] in PIN_CHECKS for _, c, _ in mine)
         cells: dict[tuple[Row, int, str], Cell] = {}
-        for k, c in sorted(mine, key=lambda kc: rank["check"][kc[1]["check"]]):
-            row = tuple(c[d] for d in ROW_DIMENSIONS)
+        for k, c, row in sorted(mine, key=lambda kcr: rank["check"][kcr[1]["check"]]):
             cells.setdefault((row, k, column_of(c)), Cell()).cases.append(c)
         columns = [PIN_COLUMN] * has_pin + mutations
         out.append(Table(pin, len(docs), columns, rows, cells))

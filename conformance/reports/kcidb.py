@@ -30,13 +30,17 @@ def unique(doc: dict) -> str:
     return f"{k.get('release', 'unknown')}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
+def kept(value: object) -> bool:
+    return value not in (None, "", [], {})
+
+
 def prune(value: object) -> object:
     """KCIDB allows no nulls: drop None (and empty strings, lists and dicts) at every depth."""
     if isinstance(value, dict):
         pruned = {k: prune(v) for k, v in value.items()}
-        return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
+        return {k: v for k, v in pruned.items() if kept(v)}
     if isinstance(value, list):
-        return [v for v in map(prune, value) if v not in (None, "", [], {})]
+        return [v for v in map(prune, value) if kept(v)]
     return value
 
 
@@ -52,7 +56,8 @@ def test(case: dict, build_id: str, origin: str) -> dict:
     """One case. The kernel, machine and start time are the build's, not repeated per test; a
     log excerpt only where something went wrong (a pass's reason is the spec's, in results)."""
     bad = case["verdict"] not in ("pass", "skip")
-    return {
+    # Pruned field by field: prune() walking every test was most of a full run's kcidb cost.
+    record = {
         "build_id": build_id,
         "id": f"{build_id}.{case['id']}",
         "origin": origin,
@@ -63,9 +68,11 @@ def test(case: dict, build_id: str, origin: str) -> dict:
                     + (f": {case['reason'][:200]}" if case["verdict"] == "skip" else "")),
         "log_excerpt": log_excerpt(case) if bad else None,
         "duration": round(case["duration_s"], 3) if case.get("duration_s") else None,
-        "misc": {**{f: case.get(f) for f in ("verdict", "outcome", "expected", "errno", "taint")},
-                 "spec": [spec_name(s) for s in case.get("spec") or []]},
+        "misc": prune({**{f: case.get(f) for f in ("verdict", "outcome", "expected", "errno",
+                                                     "taint")},
+                       "spec": [spec_name(s) for s in case.get("spec") or []]}),
     }
+    return {k: v for k, v in record.items() if kept(v)}
 
 
 def build(doc: dict, origin: str = "pinhole") -> dict:
@@ -78,12 +85,12 @@ def build_all(docs: list[dict], origin: str = "pinhole") -> dict:
     for doc in docs:
         k = doc["kernel"]
         checkout_id = build_id = f"{origin}:{unique(doc)}"
-        sub["checkouts"].append({
+        sub["checkouts"].append(prune({
             "id": checkout_id, "origin": origin,
             "comment": f"{k.get('release')} {k.get('version')}",
             "start_time": about.rfc3339(doc["started"]),
-        })
-        sub["builds"].append({
+        }))
+        sub["builds"].append(prune({
             "checkout_id": checkout_id, "id": build_id, "origin": origin,
             "architecture": k.get("machine"),
             "comment": ("INCOMPLETE: " if doc.get("incomplete") else "")
@@ -92,9 +99,9 @@ def build_all(docs: list[dict], origin: str = "pinhole") -> dict:
             "misc": {"kernel": k, "totals": doc["totals"], "environment": doc.get("environment"),
                      "finished": about.rfc3339(doc["finished"]),
                      "incomplete": doc.get("incomplete")},
-        })
+        }))
         sub["tests"] += [test(c, build_id, origin) for c in doc["cases"]]
-    return prune(sub)
+    return {k: v for k, v in sub.items() if kept(v)}
 
 
 def dump(sub: dict) -> bytes:
