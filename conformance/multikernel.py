@@ -184,7 +184,10 @@ def run(specs: list[str], out: Path, pytest_args: list[str], timeout: float,
         docs.append(doc)
         if env["vm"] == "stopped":
             break
-    reports.write_all(out, docs, baseline)
+    if len(docs) == 1:  # its own reports are the side-by-side ones: linked, not written again
+        reports.link_all(out, out / docs[0]["environment"]["release"], docs, baseline)
+    else:
+        reports.write_all(out, docs, baseline)
     for a, b in zip(docs, docs[1:], strict=False):
         name = f"diff-{a['environment']['release']}-{b['environment']['release']}.txt"
         results.write_atomic(out / name, reports.diff.render(reports.diff.diff(a, b), a, b))

@@ -637,3 +637,32 @@ def test_diff_of_a_matrix_output_names_its_kernels_in_one_line(tmp_path, two):
                        capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "holds 2 kernels" in r.stderr and "diff one of its subdirectories" in r.stderr
+
+
+@pytest.mark.parametrize("kernels", [1, 2])
+def test_a_matrix_writes_each_report_once(tmp_path, two, monkeypatch, kernels):
+    """One kernel: the side-by-side reports are its own, linked; several: merged anew."""
+    from conformance import multikernel
+    from conformance import reports as reports_mod
+
+    docs = {d["kernel"]["release"]: d for d in two}
+
+    def fake_run_kernel(spec, out, *args):
+        d = docs[spec]
+        d["environment"] = {"release": spec, "accelerator": "tcg", "vm": "ok", "vm_status": 0,
+                            "seconds": {"fetch": 1.0, "boot": 2.0, "run": 3.0}}
+        results.write(out / spec, d)
+        reports_mod.write_all(out / spec, [d])
+        return d
+
+    monkeypatch.setattr(multikernel, "run_kernel", fake_run_kernel)
+    monkeypatch.setattr(multikernel.results, "run_exit", lambda d: 0)
+    multikernel.run(list(docs)[:kernels], tmp_path, [], 60)
+    kdir = tmp_path / "6.1.0"
+    for name in FILES:
+        linked = (tmp_path / name).stat().st_ino == (kdir / name).stat().st_ino
+        assert linked == (kernels == 1), name
+    if kernels == 1:  # a baseline makes summary.md its own file; the others stay links
+        multikernel.run(["6.1.0"], tmp_path, [], 60, baseline=two[1:])
+        assert "## Against the baseline" in (tmp_path / "summary.md").read_text()
+        assert (tmp_path / "matrix.html").stat().st_nlink == 2

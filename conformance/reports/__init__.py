@@ -11,7 +11,7 @@ from pathlib import Path
 from ..results import write_atomic as write
 from . import diff, html, junit, kcidb, ktap, mail, markdown, merge, terminal
 
-__all__ = ["FILES", "diff", "load_baseline", "merge", "summary", "write_all"]
+__all__ = ["FILES", "diff", "link_all", "load_baseline", "merge", "summary", "write_all"]
 
 # What write_all() writes, in its order: what a reused --out directory must clear.
 FILES = ("summary.md", "matrix.md", "matrix.html", "results.ktap", "junit.xml", "kcidb.json.gz")
@@ -42,6 +42,24 @@ def write_all(out: Path, docs: list[dict], baseline: list[dict] | None = None) -
     # A plain kcidb.json of an older run in the same directory would say something else.
     (out / "kcidb.json").unlink(missing_ok=True)
     return [written[0], out / "matrix.md", out / "matrix.html", *written[1:]]
+
+
+def link_all(out: Path, kdir: Path, docs: list[dict],
+             baseline: list[dict] | None = None) -> list[Path]:
+    """FILES in out for a one-kernel matrix: hard links to what write_all() wrote in the
+    kernel's own directory, byte for byte the same; only summary.md is written again when it
+    has a baseline to compare with."""
+    paths = []
+    for name in FILES:
+        path = out / name
+        path.unlink(missing_ok=True)
+        if name == "summary.md" and baseline:
+            write(path, mail.render(docs, baseline))
+        else:
+            os.link(kdir / name, path)
+        paths.append(path)
+    (out / "kcidb.json").unlink(missing_ok=True)
+    return paths
 
 
 def forked(path: Path, render: Callable[[], str]) -> int:
