@@ -666,3 +666,10 @@ def test_a_matrix_writes_each_report_once(tmp_path, two, monkeypatch, kernels):
         multikernel.run(["6.1.0"], tmp_path, [], 60, baseline=two[1:])
         assert "## Against the baseline" in (tmp_path / "summary.md").read_text()
         assert (tmp_path / "matrix.html").stat().st_nlink == 2
+
+        def no_links(src, dst):
+            raise OSError(1, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_links)
+        multikernel.run(["6.1.0"], tmp_path, [], 60)
+        assert (tmp_path / "junit.xml").read_bytes() == (kdir / "junit.xml").read_bytes()

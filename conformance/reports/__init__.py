@@ -4,6 +4,7 @@ and kcidb.json.gz for tools, a regression diff, and the summary at the end of a 
 from __future__ import annotations
 
 import os
+import shutil
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -56,7 +57,10 @@ def link_all(out: Path, kdir: Path, docs: list[dict],
         if name == "summary.md" and baseline:
             write(path, mail.render(docs, baseline))
         else:
-            os.link(kdir / name, path)
+            try:
+                os.link(kdir / name, path)
+            except OSError:  # a filesystem without hard links (vfat, some FUSE): copy
+                shutil.copyfile(kdir / name, path)
         paths.append(path)
     (out / "kcidb.json").unlink(missing_ok=True)
     return paths
