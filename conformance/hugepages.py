@@ -32,6 +32,23 @@ def free() -> int:
         return 0
 
 
+def accounting_problem() -> str | None:
+    """What the 2 MiB pool's counters say that a correct kernel never does, or None. A
+    reservation count above the pool's size (persistent and surplus pages) is one that went
+    below zero: mm/hugetlb.c's resv_huge_pages is unsigned, and only a VM_BUG_ON guards it
+    (alloc_hugetlb_folio_reserve(); /proc/meminfo's HugePages_Rsvd shows the same count)."""
+    try:
+        resv, total, surplus = (int((POOL / name).read_text()) for name in
+                                ("resv_hugepages", "nr_hugepages", "surplus_hugepages"))
+    except OSError:
+        return None
+    if resv <= total + surplus:
+        return None
+    wrapped = f" ({resv - 2**64}: it went below zero)" if resv >= 2**63 else ""
+    return (f"hugetlb accounting: {POOL.name}/resv_hugepages is {resv}{wrapped}, more than "
+            f"the pool's {total + surplus} pages")
+
+
 def _adjust(delta: int) -> int:
     """Change nr_hugepages by delta under a lock; returns how much it really changed."""
     with open(POOL / "nr_hugepages", "r+") as f:

@@ -102,6 +102,7 @@ class Monitor:
         except OSError:
             self._tainted = None
         self._taint = 0
+        self._notes: list[str] = []
 
     @property
     def available(self) -> bool:
@@ -109,6 +110,7 @@ class Monitor:
 
     def begin(self, case_id: str) -> None:
         self._taint = read_taint(self._tainted)
+        self._notes = []
         if self._fd is None:
             return
         os.lseek(self._fd, 0, os.SEEK_END)
@@ -127,7 +129,14 @@ class Monitor:
             if facility == KERNEL_FACILITY:
                 body.append(text)
         own = {os.getpid(), *map(int, os.listdir("/proc/self/task"))}
-        return Slice(body, findings(body, own), self._taint, read_taint(self._tainted))
+        notes = [f"pinhole: {n}" for n in self._notes]
+        return Slice(body + notes, findings(body, own) + notes, self._taint,
+                     read_taint(self._tainted))
+
+    def note(self, problem: str) -> None:
+        """A problem pinhole saw in the kernel's own state while the case ran (its counters,
+        not its log): judged like a bad line of the log."""
+        self._notes.append(problem)
 
     def close(self) -> None:
         for fd in (self._fd, self._tainted):

@@ -7,6 +7,7 @@ import threading
 import time
 import traceback
 
+from . import hugepages
 from .checks import CHECKS, LOOKS_ONLY, after_file_to_pin
 from .errors import PinRefused, Skip
 from .expectations import Spec
@@ -111,6 +112,10 @@ def trial(case: Case, checks: list[str], worker: Worker, seen: Seen) -> None:
             return
         t = Trial(case, subject, pinned, worker)
         try:
+            if "hugetlb" in backing.traits:  # the pool's counters while the pin holds a page
+                problem = hugepages.accounting_problem()
+                if problem:
+                    worker.monitor.note(problem)
             base = Baseline(subject.file_view())
             try:
                 effect = mutate(t, base)

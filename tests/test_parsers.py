@@ -86,3 +86,41 @@ def test_patterns_name_their_data():
     assert describe(fill("pin", 4096)) == 'pattern "pin"'
     assert fill("a", 100) != fill("b", 100)
     assert "mixed" in describe(fill("pin", 64) + bytes(64))
+
+
+@pytest.mark.parametrize("resv,total,surplus,problem", [
+    (0, 8, 0, None),
+    (8, 8, 0, None),
+    (3, 2, 1, None),  # reservations backed by surplus pages (nr_overcommit_hugepages)
+    (9, 8, 0, "resv_hugepages is 9, more than the pool's 8 pages"),
+    # Debian 6.12.118 after a udmabuf pin of a faulted MAP_PRIVATE hugetlb memfd hole:
+    (2**64 - 1, 8, 0, "resv_hugepages is 18446744073709551615 (-1: it went below zero)"),
+])
+def test_hugetlb_accounting_problems(tmp_path, monkeypatch, resv, total, surplus, problem):
+    from conformance import hugepages
+
+    for name, value in (("resv_hugepages", resv), ("nr_hugepages", total),
+                        ("surplus_hugepages", surplus)):
+        (tmp_path / name).write_text(f"{value}\n")
+    monkeypatch.setattr(hugepages, "POOL", tmp_path)
+    found = hugepages.accounting_problem()
+    assert found == problem if problem is None else problem in found
+
+
+def test_a_noted_kernel_state_problem_is_judged_like_a_bad_log_line():
+    from conformance.dimensions import Case
+    from conformance.expectations import Spec
+    from conformance.model import Observation
+    from conformance.verdict import judge
+
+    monitor = kmsg.Monitor()
+    monitor.begin("udmabuf.memfd-hugetlb.private.rw.faulted-hole.none")
+    monitor.note("hugetlb accounting: resv_hugepages is 18446744073709551615")
+    log = monitor.end()
+    monitor.close()
+    assert log.bad == ["pinhole: hugetlb accounting: resv_hugepages is 18446744073709551615"]
+    case = Case.from_id("udmabuf.memfd-hugetlb.private.rw.faulted-hole.none.admission")
+    r = judge(case, Observation("pinned", "pinned 2097152 bytes"),
+              Spec.load().expect(case, (6, 12, 0)), log)
+    assert (r.verdict, r.outcome) == ("fail", "kernel-warning")
+    assert "resv_hugepages is 18446744073709551615" in r.detail and "pinned 2097152" in r.detail
