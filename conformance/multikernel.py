@@ -27,6 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # low memory for a 4 GiB guest, which keeps 3 GiB of RAM.
 PMEM_APPEND = ("memmap=512M!768M", "memmap=512M!1408M")
 GUEST_MEMORY = "4G"
+# After a panic in a case, the VM boots again for the cases after it, this many times at most.
+MAX_PANICS = 3
+# The case ids a panicked boot recorded, for the next boot's --pinhole-done.
+DONE = "done.txt"
 CONFIGS = ("CONFIG_FS_DAX", "CONFIG_BLK_DEV_PMEM", "CONFIG_RDMA_RXE", "CONFIG_UDMABUF",
            "CONFIG_GUP_TEST", "CONFIG_IO_URING", "CONFIG_TRANSPARENT_HUGEPAGE")
 
@@ -103,6 +107,21 @@ def collect(kernel: debian.Kernel, kdir: Path, vm_result: vm.VmResult, started: 
     return doc
 
 
+def after_panics(doc: dict, earlier: list[dict], panics: list[dict], planned: int | None,
+                 last: vm.VmResult, started: float) -> dict:
+    """The last boot's document with the records of the boots before it, which panicked: their
+    cut-off cells are failures, the rest ran on. The panics are listed in the document."""
+    merged = results.document(earlier + doc["cases"], doc["kernel"], doc.get("probe", {}),
+                              started, doc["finished"])
+    if "incomplete" in doc:  # the last boot died too: count what every boot finished
+        merged["cut_off"], merged["planned"] = doc["cut_off"], planned
+        finished = len(merged["cases"]) - sum(len(p["cut_off"]) for p in panics)
+        merged["incomplete"] = results.incomplete_text(
+            what_happened(last), finished - len(doc["cut_off"]), planned, doc["cut_off"])
+    merged["panics"] = [{k: v for k, v in p.items() if k != "console_tail"} for p in panics]
+    return merged
+
+
 def resolve_all(specs: list[str]) -> None:
     """Every kernel named, before the first one boots, so a bad spec is refused at once.
     debian-src: kernels are left to their turn: they build, with the run's patches."""
@@ -134,9 +153,14 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
         (kdir / stale).unlink(missing_ok=True)
     fast, accel = vm.fast_boot(), None
     started = time.time()
-    boots = 0
+    boots = tries = 0
+    earlier: list[dict] = []  # the records of boots that panicked, cut-off cells included
+    panics: list[dict] = []
+    planned = None
     while True:
         boots += 1
+        tries += 1
+        args = [*pytest_args, f"--pinhole-done={kdir / DONE}"] if earlier else pytest_args
         try:
             if accel is None:  # a KVM probe may boot: inside the try, like the run itself
                 accel = vm.accelerator(kernel)
@@ -145,16 +169,33 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
                           f"on -cpu {vm.FAST_CPU} (TCG speed; {vm.FAST_BOOT_ENV}=0 keeps the "
                           "kernel's defaults)",
                           flush=True)
-            res = vm.boot_and_run(kernel, guest_command(kernel, kdir, pytest_args),
+            res = vm.boot_and_run(kernel, guest_command(kernel, kdir, args),
                                   timeout=timeout, append=PMEM_APPEND, rwdirs=[kdir],
                                   memory=GUEST_MEMORY, accel=accel, fast=fast)
         except lifetime.Stopped as e:  # the VM is gone already (vm._run_vng): keep what ran
             res = vm.stopped(e.signum, time.time() - started)
             break
+        came_up = (kdir / GUEST_FILE).exists() or res.outcome in ("ok", "failed")
+        if came_up and res.outcome == "panic" and len(panics) < MAX_PANICS:
+            header, cases, running = results.read_progress(kdir)
+            if running:  # the guest died in a case: record it and boot for the rest
+                planned = planned or header.get("planned")
+                earlier += cases + cut_off(running, res)
+                panics.append({"boot": boots, "cut_off": running})
+                (kdir / DONE).write_text("".join(f"{c['id']}\n" for c in earlier))
+                for stale in (results.PROGRESS, GUEST_FILE):
+                    (kdir / stale).unlink(missing_ok=True)
+                print(f"pinhole matrix: {spec}: the kernel panicked in {running[0]}; booting "
+                      "again for the cases after it", flush=True)
+                tries = 0
+                continue
         # A crash before the guest came up is the boot, not a case: once more (seen under TCG).
-        if (kdir / GUEST_FILE).exists() or res.outcome in ("ok", "failed") or boots == 2:
+        if came_up or tries == 2:
             break
     doc = collect(kernel, kdir, res, started)
+    (kdir / DONE).unlink(missing_ok=True)
+    if earlier:
+        doc = after_panics(doc, earlier, panics, planned, res, started)
     doc["environment"] = {
         "spec": spec, "package": kernel.package_version, "release": kernel.release,
         "config": {c: cfg.state(c) for c in CONFIGS}, "config_gaps": gaps,

@@ -49,6 +49,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--spec", action="append", default=[], metavar="FILE",
                 help="layer a spec file over the built-in expectations")
     g.addoption("--pinhole-out", metavar="DIR", help="write results.json into DIR")
+    g.addoption("--pinhole-done", metavar="FILE", help="case ids (one a line) an earlier boot "
+                "of this run recorded: neither run nor recorded again (pinhole matrix after a "
+                "panic)")
     g.addoption("--shard", metavar="K/N", help="run the K-th of N equal slices of the cells "
                 "(CI jobs; merge their results with pinhole report)")
 
@@ -110,13 +113,24 @@ def collects_matrix(config: pytest.Config) -> bool:
     return False
 
 
+def recorded_before(config: pytest.Config) -> set[str]:
+    """The case and control ids --pinhole-done names (an earlier boot of this run has them)."""
+    done = config.getoption("pinhole_done")
+    return set(Path(done).read_text().split()) if done else set()
+
+
 def plan(config: pytest.Config) -> Plan:
     if PLAN not in config.stash and not collects_matrix(config):
         config.stash[PLAN] = Plan([], [])
     if PLAN not in config.stash:
         selection = {d: set(names(d, config.getoption(d))) for d in VOCABULARY}
         extra = OPT_IN if config.getoption("kernel_view") else ()
-        wanted = keyword_filter(config.getoption("keyword"))
+        chosen = keyword_filter(config.getoption("keyword"))
+        done = recorded_before(config)
+
+        def wanted(case_id: str) -> bool:
+            return case_id not in done and chosen(case_id)
+
         part, parts = shard(config)
         run, skipped = [], []
         lacking = {c: why for c in extra if (why := unavailable(c))}
@@ -161,14 +175,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A group's item answers to -k with the ids of its cases. An empty plan parametrizes with
-    nothing, which pytest turns into a skipped test_group[NOTSET] placeholder: deselect it."""
+    nothing, which pytest turns into a skipped test_group[NOTSET] placeholder: deselect it, and
+    the controls --pinhole-done names."""
     empty = []
+    done = recorded_before(config)
     for item in items:
         param = getattr(item, "callspec", None) and item.callspec.params.get("group", item)
         if isinstance(param, Group):
             item.extra_keyword_matches.update(c.id for c in param.cases)
         elif param is not None and param is not item:
             empty.append(item)
+        elif done and param_id_of(item.nodeid) in done:
+            empty.append(item)  # a control an earlier boot of this run recorded
     if empty:
         items[:] = [i for i in items if i not in empty]
         config.hook.pytest_deselected(items=empty)

@@ -271,3 +271,17 @@ def test_a_closed_pipe_is_no_traceback():
                          cwd=ROOT, capture_output=True, text=True)
     first, status = run.stdout.splitlines()
     assert first and status == "141" and run.stderr == "", run
+
+
+def test_cases_an_earlier_boot_recorded_are_neither_run_nor_recorded(tmp_path):
+    """--pinhole-done: what pinhole matrix passes a boot after a panic."""
+    done_cell = "vmsplice.memfd.shared.ro.hole.pwrite"
+    done = tmp_path / "done.txt"
+    done.write_text(f"{done_cell}.file-to-pin\ncontrol.zeropage.anon\n")
+    out = tmp_path / "out"
+    r = pinhole("run", "--pin", "vmsplice", "--backing", "memfd", "--state", "hole",
+                "--mutation", "none,pwrite", "--out", str(out), f"--pinhole-done={done}")
+    ids = {c["id"] for c in results.load(out / "results.json")["cases"]}
+    assert f"{done_cell}.file-to-pin" not in ids, r.stdout + r.stderr
+    assert "vmsplice.memfd.shared.ro.hole.none.file-to-pin" in ids
+    assert "control.zeropage.anon" not in ids and "control.zeropage.thp" in ids

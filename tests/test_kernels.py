@@ -264,3 +264,29 @@ def test_kvm_verdict_is_kept_only_from_a_boot_that_reached_a_guest(
     monkeypatch.setattr(vm, "boot_and_run", boot)
     assert vm.accelerator(KERNEL) == verdict
     assert (tmp_path / "kvm-verdict").exists() == cached
+
+
+def test_a_boot_after_a_panic_adds_to_the_records_of_the_boot_before() -> None:
+    from conformance import multikernel, results, vm
+
+    def rec(case_id: str, verdict: str = "pass") -> dict:
+        return {"id": case_id, **results.dimensions_of(case_id), **results.DEFAULTS,
+                "verdict": verdict}
+
+    first = [rec("io_uring.memfd.shared.rw.hole.none.admission"),
+             rec("io_uring.memfd.shared.rw.written.none.admission", "fail")]
+    last = results.document([rec("io_uring.memfd.private.rw.hole.none.admission")],
+                            {"release": "6.12.0"}, {}, 200.0, 300.0)
+    panics = [{"boot": 1, "cut_off": ["io_uring.memfd.shared.rw.written.none.admission"]}]
+    ok = vm.VmResult("ok", 0, "", "", "", "tcg", 1.0, 2.0, 3.0, [], "")
+    doc = multikernel.after_panics(last, first, panics, 3, ok, 100.0)
+    assert [c["id"] for c in doc["cases"]] == sorted(c["id"] for c in first + last["cases"])
+    assert doc["totals"]["fail"] == 1 and doc["started"] == 100.0 and doc["panics"] == panics
+    assert "incomplete" not in doc
+    # The last boot panicked too, beyond the limit: incomplete, counting every boot's cases.
+    died = dict(last, cut_off=["io_uring.memfd.private.rw.hole.none.admission"],
+                incomplete="x")
+    panic = vm.VmResult("panic", None, "", "", "", "tcg", 1.0, 2.0, 3.0, [], "")
+    doc = multikernel.after_panics(died, first, panics, 3, panic, 100.0)
+    assert doc["incomplete"] == ("the kernel panicked: 1 of 3 cases finished; cut off while "
+                                 "running: io_uring.memfd.private.rw.hole.none.admission")
