@@ -18,7 +18,7 @@ from pathlib import Path
 from . import debian, kbuild, kernelview, lifetime, reports, results, vm
 from .expectations import SPEC_CHECKED
 from .guest import GUEST_FILE, PANIC_IN
-from .model import Case, Result
+from .model import Case, Result, group_of
 from .running_kernel import parse_version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # low memory for a 4 GiB guest, which keeps 3 GiB of RAM.
 PMEM_APPEND = ("memmap=512M!768M", "memmap=512M!1408M")
 GUEST_MEMORY = "4G"
-# After a panic in a case, the VM boots again for the cases after it, this many times at most.
-MAX_PANICS = 3
+# After a panic in a case, the VM boots again for the cases after it, leaving out the rest of
+# that case's group (its pin, backing, mapping, access and state), this many times at most.
+MAX_PANICS = 8
 # The case ids a panicked boot recorded, for the next boot's --pinhole-done.
 DONE = "done.txt"
 CONFIGS = ("CONFIG_FS_DAX", "CONFIG_BLK_DEV_PMEM", "CONFIG_RDMA_RXE", "CONFIG_UDMABUF",
@@ -182,11 +183,14 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
                 planned = planned or header.get("planned")
                 earlier += cases + cut_off(running, res)
                 panics.append({"boot": boots, "cut_off": running})
-                (kdir / DONE).write_text("".join(f"{c['id']}\n" for c in earlier))
+                cells = dict.fromkeys(i.rsplit(".", 1)[0] for p in panics for i in p["cut_off"])
+                groups = [f"{results.PANICKED} {group_of(c)} {c}" for c in cells]
+                (kdir / DONE).write_text("".join(f"{line}\n" for line in [
+                    *(c["id"] for c in earlier), *groups]))
                 for stale in (results.PROGRESS, GUEST_FILE):
                     (kdir / stale).unlink(missing_ok=True)
                 print(f"pinhole matrix: {spec}: the kernel panicked in {running[0]}; booting "
-                      "again for the cases after it", flush=True)
+                      "again for the cases after it (its group's other cells skip)", flush=True)
                 tries = 0
                 continue
         # A crash before the guest came up is the boot, not a case: once more (seen under TCG).

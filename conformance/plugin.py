@@ -19,7 +19,7 @@ from .availability import missing
 from .checks import OPT_IN, unavailable
 from .dimensions import VOCABULARY, UnknownName, cells, is_group_id, names, universe
 from .expectations import SPEC_CHECKED, Spec, SpecError
-from .model import Case, Cell, Group, Result, grouped
+from .model import Case, Cell, Group, Result, group_of, grouped
 from .reports import terminal
 from .runner import reraise_interrupt, run_cell
 from .running_kernel import running
@@ -116,7 +116,21 @@ def collects_matrix(config: pytest.Config) -> bool:
 def recorded_before(config: pytest.Config) -> set[str]:
     """The case and control ids --pinhole-done names (an earlier boot of this run has them)."""
     done = config.getoption("pinhole_done")
-    return set(Path(done).read_text().split()) if done else set()
+    lines = Path(done).read_text().splitlines() if done else []
+    return {line for line in lines if line and not line.startswith(results.PANICKED)}
+
+
+def panicked_groups(config: pytest.Config) -> dict[str, str]:
+    """Group id → the cell of it in which an earlier boot of this run panicked."""
+    done = config.getoption("pinhole_done")
+    lines = Path(done).read_text().splitlines() if done else []
+    return dict(line.split()[1:3] for line in lines if line.startswith(results.PANICKED))
+
+
+def after_panic(group_cell: str) -> str:
+    return (f"not run: the kernel panicked in {group_cell}, a cell of the same pin, backing, "
+            "mapping, access and state, in an earlier boot of this run (a boot a cell would "
+            f"follow): run it alone, pinhole matrix ... -k {group_of(group_cell)}")
 
 
 def plan(config: pytest.Config) -> Plan:
@@ -126,7 +140,7 @@ def plan(config: pytest.Config) -> Plan:
         selection = {d: set(names(d, config.getoption(d))) for d in VOCABULARY}
         extra = OPT_IN if config.getoption("kernel_view") else ()
         chosen = keyword_filter(config.getoption("keyword"))
-        done = recorded_before(config)
+        done, panicked = recorded_before(config), panicked_groups(config)
 
         def wanted(case_id: str) -> bool:
             return case_id not in done and chosen(case_id)
@@ -137,6 +151,8 @@ def plan(config: pytest.Config) -> Plan:
         for i, cell in enumerate(cells(selection, extra)):
             cases = [c for c in cell.cases if wanted(c.id)] if i % parts == part else []
             absent = missing(cell.first.pin, cell.first.backing) if cases else None
+            if cases and group_of(cell.id) in panicked:
+                absent = after_panic(panicked[group_of(cell.id)])
             why = {c: absent or lacking.get(c.check) for c in cases}  # None: it runs
             skipped += [Result(c, "skip", reason=r) for c, r in why.items() if r]
             left = tuple(c for c, r in why.items() if not r)

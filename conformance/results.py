@@ -180,6 +180,9 @@ def write(out: Path, doc: dict) -> Path:
 
 
 PROGRESS = "progress.jsonl"
+# A --pinhole-done line (pinhole matrix after a panic): "panicked GROUP CELL" leaves the rest of
+# the group out; any other line is a case id already recorded.
+PANICKED = "panicked"
 SYNC_ENV = "PINHOLE_SYNC_PROGRESS"
 
 

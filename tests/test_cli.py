@@ -274,14 +274,21 @@ def test_a_closed_pipe_is_no_traceback():
 
 
 def test_cases_an_earlier_boot_recorded_are_neither_run_nor_recorded(tmp_path):
-    """--pinhole-done: what pinhole matrix passes a boot after a panic."""
+    """--pinhole-done: what pinhole matrix passes a boot after a panic. The panicked cell's
+    group skips, with the reason; recorded cases and controls are left out."""
     done_cell = "vmsplice.memfd.shared.ro.hole.pwrite"
     done = tmp_path / "done.txt"
-    done.write_text(f"{done_cell}.file-to-pin\ncontrol.zeropage.anon\n")
+    group = "vmsplice.memfd.shared.ro.written"
+    done.write_text(f"{done_cell}.file-to-pin\ncontrol.zeropage.anon\n"
+                    f"panicked {group} {group}.none\n")
     out = tmp_path / "out"
-    r = pinhole("run", "--pin", "vmsplice", "--backing", "memfd", "--state", "hole",
+    r = pinhole("run", "--pin", "vmsplice", "--backing", "memfd", "--state", "hole,written",
                 "--mutation", "none,pwrite", "--out", str(out), f"--pinhole-done={done}")
-    ids = {c["id"] for c in results.load(out / "results.json")["cases"]}
-    assert f"{done_cell}.file-to-pin" not in ids, r.stdout + r.stderr
-    assert "vmsplice.memfd.shared.ro.hole.none.file-to-pin" in ids
-    assert "control.zeropage.anon" not in ids and "control.zeropage.thp" in ids
+    cases = {c["id"]: c for c in results.load(out / "results.json")["cases"]}
+    assert f"{done_cell}.file-to-pin" not in cases, r.stdout + r.stderr
+    assert cases["vmsplice.memfd.shared.ro.hole.none.file-to-pin"]["verdict"] == "pass"
+    assert "control.zeropage.anon" not in cases and "control.zeropage.thp" in cases
+    skipped = cases["vmsplice.memfd.shared.ro.written.pwrite.file-to-pin"]
+    assert skipped["verdict"] == "skip"
+    assert skipped["reason"].startswith("not run: the kernel panicked in "
+                                        "vmsplice.memfd.shared.ro.written.none")
