@@ -108,6 +108,17 @@ def collect(kernel: debian.Kernel, kdir: Path, vm_result: vm.VmResult, started: 
     return doc
 
 
+def write_done(kdir: Path, earlier: list[dict], panics: list[dict]) -> None:
+    """DONE for the boot after a panic: the ids recorded so far, and a line per panicked cell
+    whose group is to skip (results.PANICKED); the last boot's progress is in `earlier` now."""
+    cells = dict.fromkeys(i.rsplit(".", 1)[0] for p in panics for i in p["cut_off"])
+    lines = [*(c["id"] for c in earlier), *(f"{results.PANICKED} {group_of(c)} {c}"
+                                            for c in cells)]
+    (kdir / DONE).write_text("".join(f"{line}\n" for line in lines))
+    for stale in (results.PROGRESS, GUEST_FILE):
+        (kdir / stale).unlink(missing_ok=True)
+
+
 def after_panics(doc: dict, earlier: list[dict], panics: list[dict], planned: int | None,
                  last: vm.VmResult, started: float) -> dict:
     """The last boot's document with the records of the boots before it, which panicked: their
@@ -119,7 +130,7 @@ def after_panics(doc: dict, earlier: list[dict], panics: list[dict], planned: in
         finished = len(merged["cases"]) - sum(len(p["cut_off"]) for p in panics)
         merged["incomplete"] = results.incomplete_text(
             what_happened(last), finished - len(doc["cut_off"]), planned, doc["cut_off"])
-    merged["panics"] = [{k: v for k, v in p.items() if k != "console_tail"} for p in panics]
+    merged["panics"] = panics
     return merged
 
 
@@ -183,12 +194,7 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
                 planned = planned or header.get("planned")
                 earlier += cases + cut_off(running, res)
                 panics.append({"boot": boots, "cut_off": running})
-                cells = dict.fromkeys(i.rsplit(".", 1)[0] for p in panics for i in p["cut_off"])
-                groups = [f"{results.PANICKED} {group_of(c)} {c}" for c in cells]
-                (kdir / DONE).write_text("".join(f"{line}\n" for line in [
-                    *(c["id"] for c in earlier), *groups]))
-                for stale in (results.PROGRESS, GUEST_FILE):
-                    (kdir / stale).unlink(missing_ok=True)
+                write_done(kdir, earlier, panics)
                 print(f"pinhole matrix: {spec}: the kernel panicked in {running[0]}; booting "
                       "again for the cases after it (its group's other cells skip)", flush=True)
                 tries = 0
