@@ -113,24 +113,20 @@ def collects_matrix(config: pytest.Config) -> bool:
     return False
 
 
-def recorded_before(config: pytest.Config) -> set[str]:
-    """The case and control ids --pinhole-done names (an earlier boot of this run has them)."""
+def earlier_boots(config: pytest.Config) -> tuple[set[str], dict[str, str]]:
+    """What --pinhole-done says an earlier boot of this run did: the case and control ids it
+    recorded, and group id → the cell of it in which the kernel panicked."""
     done = config.getoption("pinhole_done")
     lines = Path(done).read_text().splitlines() if done else []
-    return {line for line in lines if line and not line.startswith(results.PANICKED)}
+    panicked = [line.split()[1:3] for line in lines if line.startswith(results.PANICKED)]
+    return ({line for line in lines if line and not line.startswith(results.PANICKED)},
+            dict(panicked))
 
 
-def panicked_groups(config: pytest.Config) -> dict[str, str]:
-    """Group id → the cell of it in which an earlier boot of this run panicked."""
-    done = config.getoption("pinhole_done")
-    lines = Path(done).read_text().splitlines() if done else []
-    return dict(line.split()[1:3] for line in lines if line.startswith(results.PANICKED))
-
-
-def after_panic(group_cell: str) -> str:
-    return (f"not run: the kernel panicked in {group_cell}, a cell of the same pin, backing, "
+def panic_skip_reason(cell_id: str) -> str:
+    return (f"not run: the kernel panicked in {cell_id}, a cell of the same pin, backing, "
             "mapping, access and state, in an earlier boot of this run (a boot a cell would "
-            f"follow): run it alone, pinhole matrix ... -k {group_of(group_cell)}")
+            f"follow): run it alone, pinhole matrix ... -k {group_of(cell_id)}")
 
 
 def plan(config: pytest.Config) -> Plan:
@@ -140,7 +136,7 @@ def plan(config: pytest.Config) -> Plan:
         selection = {d: set(names(d, config.getoption(d))) for d in VOCABULARY}
         extra = OPT_IN if config.getoption("kernel_view") else ()
         chosen = keyword_filter(config.getoption("keyword"))
-        done, panicked = recorded_before(config), panicked_groups(config)
+        done, panicked = earlier_boots(config)
 
         def wanted(case_id: str) -> bool:
             return case_id not in done and chosen(case_id)
@@ -152,7 +148,7 @@ def plan(config: pytest.Config) -> Plan:
             cases = [c for c in cell.cases if wanted(c.id)] if i % parts == part else []
             absent = missing(cell.first.pin, cell.first.backing) if cases else None
             if cases and group_of(cell.id) in panicked:
-                absent = after_panic(panicked[group_of(cell.id)])
+                absent = panic_skip_reason(panicked[group_of(cell.id)])
             why = {c: absent or lacking.get(c.check) for c in cases}  # None: it runs
             skipped += [Result(c, "skip", reason=r) for c, r in why.items() if r]
             left = tuple(c for c, r in why.items() if not r)
@@ -194,7 +190,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     nothing, which pytest turns into a skipped test_group[NOTSET] placeholder: deselect it, and
     the controls --pinhole-done names."""
     empty = []
-    done = recorded_before(config)
+    done, _ = earlier_boots(config)
     for item in items:
         param = getattr(item, "callspec", None) and item.callspec.params.get("group", item)
         if isinstance(param, Group):
