@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pluggy
 
-from . import cpus, flakey, results, scratch
+from . import cgroups, cpus, flakey, results, scratch
 from .backings import BACKINGS
 from .backings.blockfs import BlockFs
 from .kernelview.debuginfo import ENV as VMLINUX_ENV
@@ -145,6 +145,7 @@ def main(argv: list[str]) -> int:
     # Where the guest's time goes before pytest (benchmarks/tcg.py reads it): seconds since
     # boot when this interpreter was ready, and loading drivers.
     seconds = {"uptime_at_main": _uptime()}
+    cgroup = cgroups.enter_own()  # before any thread or child: they would stay behind
     loading = preload_filesystems()  # started first, so it may run on the other vCPU
     cpu = None if cpus.asks_for_workers(pytest_args) else cpus.keep_to_first_cpu()
     start = time.monotonic()
@@ -152,8 +153,8 @@ def main(argv: list[str]) -> int:
     seconds["modules"] = round(time.monotonic() - start, 2)
     where = os.environ[scratch.ENV] = writable_tmpfs()
     # Written first: its presence tells the host the guest came up, should the kernel die.
-    guest = {"modules": modules, "scratch": f"tmpfs {where}", "cpu": cpu, "progress_fsync": sync,
-             "progress_fsync_why": why, "seconds": seconds,
+    guest = {"modules": modules, "scratch": f"tmpfs {where}", "cpu": cpu, "cgroup": cgroup,
+             "progress_fsync": sync, "progress_fsync_why": why, "seconds": seconds,
              "vmlinux": os.environ.get(VMLINUX_ENV)}  # for the kernel view, if known
     (out / GUEST_FILE).write_text(json.dumps(guest, indent=1) + "\n")
     import pytest

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import abi
+from . import abi, cgroups
 from .errors import Skip
 from .model import Baseline, Effect, Trial
 from .patterns import fill
@@ -122,28 +122,14 @@ def drop_caches(t: Trial, base: Baseline) -> Effect:
     return Effect(base.file)
 
 
-def own_cgroup_reclaim() -> Path | None:
-    """memory.reclaim of the cgroup v2 this process runs in (which charged the case's
-    pages), or None where memory is not on cgroup v2."""
-    with open("/proc/self/mounts") as f:
-        roots = [line.split()[1] for line in f if line.split()[2:3] == ["cgroup2"]]
-    with open("/proc/self/cgroup") as f:
-        groups = [line.split(":", 2)[2].strip() for line in f if line.startswith("0::")]
-    for root in roots:
-        for group in groups:
-            knob = Path(root + group) / "memory.reclaim"
-            if knob.exists():
-                return knob
-    return None
-
-
 def cgroup_reclaim(t: Trial, base: Baseline) -> Effect:
-    """Proactive reclaim of the run's own cgroup (nothing created, nothing moved): pinned
-    folios must survive it like any reclaim."""
-    knob = own_cgroup_reclaim()
+    """Proactive reclaim of the run's own cgroup (cgroups.py): pinned folios must survive it
+    like any reclaim."""
+    knob = cgroups.memory_reclaim()
     if knob is None:
-        raise Skip("needs the memory controller on cgroup v2 (memory.reclaim, 5.19+): boot "
-                   "with systemd.unified_cgroup_hierarchy=1")
+        raise Skip("needs memory.reclaim in this process's cgroup v2 (5.19+, CONFIG_MEMCG): "
+                   "run it in a cgroup2 group with the memory controller on (systemd: boot "
+                   "with systemd.unified_cgroup_hierarchy=1)")
     try:
         knob.write_text(str(4 * t.subject.size))
     except OSError as e:
