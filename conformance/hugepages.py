@@ -49,6 +49,38 @@ def accounting_problem() -> str | None:
             f"the pool's {total + surplus} pages")
 
 
+class PoolWatch:
+    """For the whole of a trial on a hugetlb backing, from the file's first page to its
+    removal. The pool's counters are the machine's, and another worker's or run's hugetlb
+    trial may show them wrong at any step: at its pin, or while it tears down a pin that broke
+    them (seen on Debian 6.12 with two workers: a udmabuf cell's -1 read by an io_uring
+    cell's check). So watched trials hold an flock on resv_hugepages and run one at a time,
+    and check() right after the pin blames a wrong count on it only if the count was right
+    when the trial began; one wrong already (left by something else) is blamed on none."""
+
+    def __init__(self, active: bool) -> None:
+        self.active, self.before, self._fd = active, None, -1
+
+    def __enter__(self) -> PoolWatch:
+        if self.active:
+            try:
+                self._fd = os.open(POOL / "resv_hugepages", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return self  # no pool: nothing to watch
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            self.before = accounting_problem()
+        return self
+
+    def check(self) -> str | None:
+        """What the counters show now that a correct kernel never does, if this trial did it."""
+        return accounting_problem() if self._fd >= 0 and self.before is None else None
+
+    def __exit__(self, *_: object) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # and with it the flock
+            self._fd = -1
+
+
 def _adjust(delta: int) -> int:
     """Change nr_hugepages by delta under a lock; returns how much it really changed."""
     with open(POOL / "nr_hugepages", "r+") as f:

@@ -229,7 +229,10 @@ def run(specs: list[str], out: Path, pytest_args: list[str], timeout: float,
     for spec in specs:
         doc = run_kernel(spec, out, pytest_args, timeout, patches)
         env = doc["environment"]
-        print(f"pinhole matrix: {spec} ({env['release']}, {env['accelerator']}): vm {env['vm']}, "
+        # "failed" is the guest's exit status (a failed case is enough), not the VM's.
+        vm_word = (f"vm ran, guest exit {env['vm_status']}" if env["vm"] == "failed"
+                   else f"vm {env['vm']}")
+        print(f"pinhole matrix: {spec} ({env['release']}, {env['accelerator']}): {vm_word}, "
               f"fetch {env['seconds']['fetch']} s, boot {env['seconds']['boot']} s, "
               f"run {env['seconds']['run']} s; {results.summary(doc['cases'])[0]}", flush=True)
         docs.append(doc)

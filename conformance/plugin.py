@@ -204,6 +204,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=empty)
 
 
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # a hook of xdist's, when it is loaded
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """Under -n with xdist's default --dist load, the groups on hugetlb backings go to one
+    worker (scheduling.py); another --dist is the user's choice."""
+    if config.getvalue("dist") != "load":
+        return None
+    from .scheduling import HugetlbTogether
+
+    return HugetlbTogether(config, log)
+
+
 @functools.lru_cache(maxsize=1 << 16)  # each item's node id is asked about four times
 def param_id_of(nodeid: str) -> str | None:
     """The group or control id in a node id's brackets; None for any other parameter."""

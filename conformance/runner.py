@@ -99,7 +99,16 @@ Seen = dict[str, Observation | Exception]
 
 def trial(case: Case, checks: list[str], worker: Worker, seen: Seen) -> None:
     """One trial of a cell: prepare the file, pin it, mutate it, then run as many of the
-    cell's checks as can share it, in order, recording each in `seen`."""
+    cell's checks as can share it, in order, recording each in `seen`. A trial on a hugetlb
+    backing runs alone among the machine's pinhole workers (hugepages.PoolWatch) and checks
+    the pool's counters right after the pin takes its page."""
+    backing = worker.backing(case.backing)
+    with hugepages.PoolWatch("hugetlb" in backing.traits) as pool:
+        _trial(case, checks, worker, seen, pool)
+
+
+def _trial(case: Case, checks: list[str], worker: Worker, seen: Seen,
+           pool: hugepages.PoolWatch) -> None:
     backing = worker.backing(case.backing)
     mechanism = worker.mechanism(case.pin)
     subject = Subject(backing, worker.file_name(), case.mapping)
@@ -112,10 +121,9 @@ def trial(case: Case, checks: list[str], worker: Worker, seen: Seen) -> None:
             return
         t = Trial(case, subject, pinned, worker)
         try:
-            if "hugetlb" in backing.traits:  # the pool's counters while the pin holds a page
-                problem = hugepages.accounting_problem()
-                if problem:
-                    worker.monitor.note(problem)
+            problem = pool.check()
+            if problem:
+                worker.monitor.note(problem)
             base = Baseline(subject.file_view())
             try:
                 effect = mutate(t, base)

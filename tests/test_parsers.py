@@ -1,5 +1,6 @@
 """Parsers of kernel interfaces, on recorded data."""
 
+import fcntl
 import os
 import struct
 
@@ -105,6 +106,38 @@ def test_hugetlb_accounting_problems(tmp_path, monkeypatch, resv, total, surplus
     monkeypatch.setattr(hugepages, "POOL", tmp_path)
     found = hugepages.accounting_problem()
     assert found == problem if problem is None else problem in found
+
+
+def fake_pool(tmp_path, monkeypatch, resv: int):
+    from conformance import hugepages
+
+    for name, value in (("resv_hugepages", resv), ("nr_hugepages", 8),
+                        ("surplus_hugepages", 0)):
+        (tmp_path / name).write_text(f"{value}\n")
+    monkeypatch.setattr(hugepages, "POOL", tmp_path)
+    return hugepages
+
+
+@pytest.mark.parametrize("before,after,blamed", [
+    (0, 2**64 - 1, True),  # the count went wrong in this trial: its problem
+    (2**64 - 1, 2**64 - 1, False),  # wrong before it began: left by something else
+    (0, 1, False),
+])
+def test_a_hugetlb_count_is_blamed_on_the_trial_only_if_it_went_wrong_in_it(
+        tmp_path, monkeypatch, before, after, blamed):
+    hugepages = fake_pool(tmp_path, monkeypatch, before)
+    with hugepages.PoolWatch(True) as pool:
+        (tmp_path / "resv_hugepages").write_text(f"{after}\n")  # what the pin did
+        # No other watched trial (another worker's, another run's) runs meanwhile.
+        other = os.open(tmp_path / "resv_hugepages", os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
+        assert bool(pool.check()) == blamed
+    with hugepages.PoolWatch(False) as idle:  # a backing without hugetlb pages
+        assert idle.check() is None
 
 
 def test_a_noted_kernel_state_problem_is_judged_like_a_bad_log_line():

@@ -1,0 +1,33 @@
+"""How pytest-xdist hands a run's groups to its workers (the plugin's
+pytest_xdist_make_scheduler, for `-n N` with xdist's default `--dist load`).
+
+Every group on a hugetlb backing goes to one worker, first: their trials run one at a time
+on the machine anyway (hugepages.PoolWatch), so spread over workers they only wait on each
+other. Every other item is a work unit of its own, as under `--dist load`. (xdist's own
+`--dist loadgroup` with an xdist_group mark would say the same, but on pytest 9.2 its node
+id suffix no longer takes, and it silently stops grouping: pytest-xdist#1386.)
+"""
+
+from __future__ import annotations
+
+from xdist.scheduler.loadscope import LoadScopeScheduling
+
+from .backings import BACKINGS
+
+HUGETLB = "hugetlb"
+_ON_HUGETLB = frozenset(name for name, b in BACKINGS.items() if HUGETLB in b.traits)
+
+
+def scope_of(nodeid: str) -> str:
+    """The work unit of a node id: HUGETLB for a group on a hugetlb backing
+    (cases/test_matrix.py::test_group[PIN.BACKING.MAPPING.ACCESS.STATE]), else the id."""
+    param = nodeid.rsplit("[", 1)[-1].rstrip("]") if nodeid.endswith("]") else ""
+    parts = param.split(".")
+    return HUGETLB if len(parts) == 5 and parts[1] in _ON_HUGETLB else nodeid
+
+
+class HugetlbTogether(LoadScopeScheduling):
+    """xdist's scope scheduling (the largest unit first) over scope_of()'s units."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return scope_of(nodeid)
