@@ -36,8 +36,8 @@ def memory_reclaim() -> Path | None:
 def enter_own(root: Path = Path("/sys/fs/cgroup")) -> str:
     """Move this process (before it starts any thread) into ROOT/pinhole with the memory
     controller on, and say what was done or why not, for guest.json. Only for a VM's guest:
-    reclaim asked of the guest's root cgroup scans every cached page of the guest (under TCG
-    330-690 ms for a hugetlb case's 8 MiB, against 75-84 ms in a cgroup of its own)."""
+    reclaim asked of the guest's root cgroup scans every page the guest has cached (a hugetlb
+    case's cgroup-reclaim took 950 ms under TCG there, 170-195 ms in a cgroup of its own)."""
     if str(root) not in mounts():
         return f"stayed in its cgroup: no cgroup2 at {root}"
     try:

@@ -8,6 +8,7 @@ import time
 import traceback
 
 from . import hugepages
+from .backings.base import Backing
 from .checks import CHECKS, LOOKS_ONLY, after_file_to_pin
 from .errors import PinRefused, Skip
 from .expectations import Spec
@@ -104,12 +105,11 @@ def trial(case: Case, checks: list[str], worker: Worker, seen: Seen) -> None:
     the pool's counters right after the pin takes its page."""
     backing = worker.backing(case.backing)
     with hugepages.PoolWatch("hugetlb" in backing.traits) as pool:
-        _trial(case, checks, worker, seen, pool)
+        _trial(case, checks, worker, seen, backing, pool)
 
 
-def _trial(case: Case, checks: list[str], worker: Worker, seen: Seen,
+def _trial(case: Case, checks: list[str], worker: Worker, seen: Seen, backing: Backing,
            pool: hugepages.PoolWatch) -> None:
-    backing = worker.backing(case.backing)
     mechanism = worker.mechanism(case.pin)
     subject = Subject(backing, worker.file_name(), case.mapping)
     try:
