@@ -11,6 +11,7 @@ id suffix no longer takes, and it silently stops grouping: pytest-xdist#1386.)
 from __future__ import annotations
 
 from xdist.scheduler.loadscope import LoadScopeScheduling
+from xdist.workermanage import WorkerController
 
 from .backings import BACKINGS
 
@@ -31,3 +32,21 @@ class HugetlbTogether(LoadScopeScheduling):
 
     def _split_scope(self, nodeid: str) -> str:
         return scope_of(nodeid)
+
+    def remove_node(self, node: WorkerController) -> str | None:
+        """A worker gone: as under `--dist load`, the item it was running is reported lost
+        and not run again, and its other unfinished items go back to the queue. (Scope
+        scheduling would queue the lost item again with its unit, and run it twice.)"""
+        workload = self.assigned_work.pop(node)
+        unfinished = [nodeid for unit in workload.values()
+                      for nodeid, done in unit.items() if not done]
+        if not unfinished:
+            return None
+        crashed = unfinished[0]  # a unit's items run in order: the first not done is running
+        for scope, unit in workload.items():
+            unit.pop(crashed, None)
+            if not all(unit.values()):
+                self.workqueue[scope] = unit
+        for other in self.assigned_work:
+            self._reschedule(other)
+        return crashed
