@@ -168,6 +168,7 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
     boots = tries = 0
     earlier: list[dict] = []  # the records of boots that panicked, cut-off cells included
     panics: list[dict] = []
+    lost: list[str] = []  # why each boot that never reached the guest ended
     planned = None
     while True:
         boots += 1
@@ -202,6 +203,9 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
         # A crash before the guest came up is the boot, not a case: once more (seen under TCG).
         if came_up or tries == 2:
             break
+        lost.append(what_happened(res))
+        print(f"pinhole matrix: {spec}: the guest never came up ({lost[-1]}); booting once "
+              "more", flush=True)
     doc = collect(kernel, kdir, res, started)
     (kdir / DONE).unlink(missing_ok=True)
     if earlier:
@@ -213,6 +217,7 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
         "boot_options": [*vm.boot_options(res.accel, fast), *PMEM_APPEND],
         "cpu": vm.FAST_CPU if res.accel == "tcg" and fast else None,
         "qemu": qemu_version(), "vm": res.outcome, "vm_status": res.status, "boots": boots,
+        "lost_boots": lost,
         "seconds": {"fetch": round(fetch, 1), "boot": round(res.boot_seconds, 1),
                     "run": round(res.run_seconds, 1)},
     }
