@@ -104,7 +104,7 @@ def trial(case: Case, checks: list[str], worker: Worker, seen: Seen) -> None:
     backing runs alone among the machine's pinhole workers (hugepages.PoolWatch) and checks
     the pool's counters right after the pin takes its page."""
     backing = worker.backing(case.backing)
-    with hugepages.PoolWatch("hugetlb" in backing.traits) as pool:
+    with hugepages.PoolWatch(backing.hugetlb) as pool:
         _trial(case, checks, worker, seen, backing, pool)
 
 

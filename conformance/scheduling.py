@@ -14,17 +14,18 @@ from xdist.scheduler.loadscope import LoadScopeScheduling
 from xdist.workermanage import WorkerController
 
 from .backings import BACKINGS
+from .dimensions import is_group_id
+from .plugin import param_id_of
 
 HUGETLB = "hugetlb"
-_ON_HUGETLB = frozenset(name for name, b in BACKINGS.items() if HUGETLB in b.traits)
 
 
 def scope_of(nodeid: str) -> str:
     """The work unit of a node id: HUGETLB for a group on a hugetlb backing
     (cases/test_matrix.py::test_group[PIN.BACKING.MAPPING.ACCESS.STATE]), else the id."""
-    param = nodeid.rsplit("[", 1)[-1].rstrip("]") if nodeid.endswith("]") else ""
-    parts = param.split(".")
-    return HUGETLB if len(parts) == 5 and parts[1] in _ON_HUGETLB else nodeid
+    group = param_id_of(nodeid)
+    on_hugetlb = group is not None and is_group_id(group) and BACKINGS[group.split(".")[1]].hugetlb
+    return HUGETLB if on_hugetlb else nodeid
 
 
 class HugetlbTogether(LoadScopeScheduling):
