@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pluggy
 
-from . import cgroups, cpus, flakey, results, scratch
+from . import bundle, cgroups, cpus, flakey, results, scratch
 from .backings import BACKINGS
 from .backings.blockfs import BlockFs
 from .kernelview.debuginfo import ENV as VMLINUX_ENV
@@ -153,7 +153,10 @@ def main(argv: list[str]) -> int:
     seconds["modules"] = round(time.monotonic() - start, 2)
     where = os.environ[scratch.ENV] = writable_tmpfs()
     # Written first: its presence tells the host the guest came up, should the kernel die.
+    imports = (f"{bundle.GUEST_ZIP}, then the host's root over 9p"
+               if bundle.GUEST_ZIP in sys.path else "the host's root over 9p")
     guest = {"modules": modules, "scratch": f"tmpfs {where}", "cpu": cpu, "cgroup": cgroup,
+             "imports": imports,
              "progress_fsync": sync, "progress_fsync_why": why, "seconds": seconds,
              "vmlinux": os.environ.get(VMLINUX_ENV)}  # for the kernel view, if known
     (out / GUEST_FILE).write_text(json.dumps(guest, indent=1) + "\n")

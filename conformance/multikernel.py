@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import debian, kbuild, kernelview, lifetime, reports, results, vm
+from . import bundle, debian, kbuild, kernelview, lifetime, reports, results, vm
 from .expectations import SPEC_CHECKED
 from .guest import GUEST_FILE, PANIC_IN
 from .model import Case, Result, group_of
@@ -44,7 +44,8 @@ def qemu_version() -> str:
     return run.stdout.splitlines()[0] if run.stdout else "unknown"
 
 
-def guest_command(kernel: debian.Kernel, out: Path, pytest_args: list[str]) -> str:
+def guest_command(kernel: debian.Kernel, out: Path, pytest_args: list[str],
+                  imports: Path | None = None) -> str:
     argv = [sys.executable, "-m", "conformance.guest", str(out), *pytest_args]
     env = "PYTHONDONTWRITEBYTECODE=1"
     if os.environ.get(PANIC_IN):  # a test's request that the guest panic in one case
@@ -58,7 +59,8 @@ def guest_command(kernel: debian.Kernel, out: Path, pytest_args: list[str]) -> s
     # The kernel view (check kernel-view) reads the guest's kernel with this vmlinux.
     for name, value in kernelview.guest_env(kernel).items():
         env += f" {name}={shlex.quote(value)}"
-    return f"cd {shlex.quote(str(ROOT))} && {env} exec {shlex.join(argv)}"
+    return (f"{bundle.copy_command(imports)}"
+            f"cd {shlex.quote(str(ROOT))} && {env} exec {shlex.join(argv)}")
 
 
 WHAT = {"panic": "the kernel panicked", "timeout": "the VM hit its time limit",
@@ -143,7 +145,7 @@ def resolve_all(specs: list[str]) -> None:
 
 
 def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
-               patches: Sequence[Path] = ()) -> dict:
+               patches: Sequence[Path] = (), imports: Path | None = None) -> dict:
     t0 = time.monotonic()
     kernel = debian.resolve(spec, patches=patches)
     if "--kernel-view" in pytest_args:  # the kernel view needs this kernel's DWARF
@@ -182,7 +184,7 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
                           f"on -cpu {vm.FAST_CPU} (TCG speed; {vm.FAST_BOOT_ENV}=0 keeps the "
                           "kernel's defaults)",
                           flush=True)
-            res = vm.boot_and_run(kernel, guest_command(kernel, kdir, args),
+            res = vm.boot_and_run(kernel, guest_command(kernel, kdir, args, imports),
                                   timeout=timeout, append=PMEM_APPEND, rwdirs=[kdir],
                                   memory=GUEST_MEMORY, accel=accel, fast=fast)
         except lifetime.Stopped as e:  # the VM is gone already (vm._run_vng): keep what ran
@@ -231,8 +233,12 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
 def run(specs: list[str], out: Path, pytest_args: list[str], timeout: float,
         patches: Sequence[Path] = (), baseline: list[dict] | None = None) -> int:
     docs = []
+    imports, why = bundle.prepare(debian.cache_root() / "imports")
+    if imports is None:
+        print(f"pinhole matrix: the guests import over 9p, slower under TCG (packing their "
+              f"imports failed: {why})", flush=True)
     for spec in specs:
-        doc = run_kernel(spec, out, pytest_args, timeout, patches)
+        doc = run_kernel(spec, out, pytest_args, timeout, patches, imports)
         env = doc["environment"]
         # "failed" is the guest's exit status (a failed case is enough), not the VM's.
         vm_word = (f"vm ran, guest exit {env['vm_status']}" if env["vm"] == "failed"

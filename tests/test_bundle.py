@@ -1,0 +1,80 @@
+"""The guest's imports zipped on the host (conformance/bundle.py): what the zip holds, that a
+copy of it is what Python imports from, and that it is made once per content."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conformance import bundle, multikernel
+from conformance.debian import Kernel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tar, why = bundle.prepare(tmp_path_factory.mktemp("imports"))
+    assert tar is not None, why
+    return tar
+
+
+def test_the_zip_holds_whole_pure_python_packages_but_not_pinhole(packed: Path) -> None:
+    with zipfile.ZipFile(packed) as z:
+        names = z.namelist()
+    tops = {name.split("/")[0] for name in names}
+    assert {"_pytest", "pluggy", "pytest", "json", "subprocess.pyc"} <= tops
+    assert not tops & {"conformance", "cases", "conftest.pyc"}
+    assert "cffi" not in tops  # it has C headers beside its modules: zipimport cannot serve it
+    # Whole packages: a module the host never imported is there too.
+    assert "_pytest/pytester.pyc" in names and "json/tool.pyc" in names
+
+
+def test_the_copied_zip_is_what_the_guest_imports(packed: Path, tmp_path: Path) -> None:
+    guest_zip = tmp_path / "pinhole-imports.zip"
+    shell = bundle.copy_command(packed).replace(bundle.GUEST_ZIP, str(guest_zip))
+    probe = ("import _pytest.pytester, json, conformance.plugin; "
+             "print(_pytest.pytester.__file__, json.__file__, conformance.plugin.__file__)")
+    run = subprocess.run(["sh", "-c", f"{shell}exec {sys.executable} -c '{probe}'"], cwd=ROOT,
+                         capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert run.returncode == 0, run.stderr
+    pytest_file, json_file, plugin_file = run.stdout.split()
+    assert pytest_file.startswith(str(guest_zip)) and json_file.startswith(str(guest_zip))
+    assert plugin_file == str(ROOT / "conformance" / "plugin.py")  # pinhole's, from the checkout
+
+
+def test_a_failed_copy_leaves_the_imports_as_they_were(tmp_path: Path) -> None:
+    shell = bundle.copy_command(tmp_path / "missing.zip").replace(bundle.GUEST_ZIP,
+                                                                  str(tmp_path / "d.zip"))
+    run = subprocess.run(["sh", "-c", f"{shell}echo \"[$PYTHONPATH]\""], capture_output=True,
+                         text=True, env={"PATH": os.environ["PATH"]})
+    assert run.stdout.strip() == "[]" and run.returncode == 0
+    assert bundle.copy_command(None) == ""
+
+
+def test_one_tar_per_content_and_old_ones_go(packed: Path) -> None:
+    cache = packed.parent
+    old = cache / f"{bundle.PREFIX}0000000000000000.zip"
+    young = cache / f"{bundle.PREFIX}1111111111111111.zip"
+    for f in (old, young):
+        f.write_bytes(b"")
+    os.utime(old, (time.time() - bundle.KEEP_S - 60,) * 2)
+    inode = packed.stat().st_ino
+    again, _ = bundle.prepare(cache)
+    assert again == packed and packed.stat().st_ino == inode  # not written again
+    assert not old.exists() and young.exists()  # another checkout's may be in use
+    young.unlink()
+
+
+def test_the_guest_command_copies_it_before_python_starts(packed: Path) -> None:
+    kernel = Kernel("6.12.0-test", None, Path("/boot/vmlinuz"), None)
+    command = multikernel.guest_command(kernel, Path("/o"), [], packed)
+    assert command.index(f"cp {packed} ") < command.index("exec ")
+    assert "PYTHONPATH" not in multikernel.guest_command(kernel, Path("/o"), [])
