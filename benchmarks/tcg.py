@@ -20,8 +20,8 @@ With --perf, the run is sampled with perf (cpu-clock, all CPUs) where the guest 
 the report gives shares by DSO (kernel, python, libc, ...) and the top kernel symbols.
 
 Arms (--arm, repeatable; default: default fast): a name from ARMS below ("default" is the
-kernel's own behaviour, "fast" pinhole's TCG boot options), or append:OPTS for any boot
-options, comma-separated (append:nokaslr,audit=0).
+kernel's own behaviour, "fast" pinhole's TCG boot options and CPU model), or append:OPTS for
+any boot options, comma-separated (append:nokaslr,audit=0).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from conformance import bundle  # noqa: E402
 from conformance.expectations import SPEC_CHECKED  # noqa: E402
 
 # The CI selection's state and mutation dimensions, over two pins and two backings: about 200
@@ -52,7 +53,7 @@ QUICK = ["--pin=io_uring,vmsplice", "--backing=memfd,ext4", "--state=hole,writte
 
 ARMS: dict[str, dict] = {
     "default": {"append": []},
-    "fast": {"append": []},  # filled from conformance.vm.FAST_BOOT_ARGS when it exists
+    "fast": {"append": [], "fast": True},  # pinhole's own TCG boot options and CPU model
     "mitigations=off": {"append": ["mitigations=off"]},
     "no-init-on": {"append": ["init_on_alloc=0", "init_on_free=0"]},
     "no5lvl": {"append": ["no5lvl"]},
@@ -73,6 +74,8 @@ ARMS: dict[str, dict] = {
     # read-only and the project's own modules have none when PYTHONDONTWRITEBYTECODE is set).
     "pycache": {"append": [], "pycache": True},
     "profile": {"append": [], "profile": True},
+    # The guest's imports over 9p, without pinhole matrix's zip.
+    "imports-9p": {"append": [], "fast": True, "bundle": False},
 }
 
 MICRO_C = r"""
@@ -272,19 +275,17 @@ def arm_of(name: str) -> dict:
     if name.startswith("append:"):
         return {"append": [o for o in name.removeprefix("append:").split(",") if o]}
     if name.startswith("fast"):  # fast, or fast+ARM: pinhole's TCG options and ARM's shape
-        from conformance import vm
-        fast = list(getattr(vm, "FAST_BOOT_ARGS", ()))
+        # As pinhole matrix boots under TCG: its boot options and its CPU model (vm.FAST_CPU).
         if name == "fast":
-            return {"append": fast}
-        arm = dict(arm_of(name.removeprefix("fast+")))
-        return {**arm, "append": [*fast, *arm["append"]]}
+            return {"append": [], "fast": True}
+        return {**arm_of(name.removeprefix("fast+")), "fast": True}
     if name not in ARMS:
         raise SystemExit(f"tcg.py: unknown arm {name!r}: one of {', '.join(ARMS)} or append:OPTS")
     return ARMS[name]
 
 
 def run_arm(kernel, name: str, arm: dict, selection: list[str], accel: str, micro: Path | None,
-            perf: bool, probes: bool, timeout: float) -> dict:
+            perf: bool, probes: bool, timeout: float, imports: Path | None = None) -> dict:
     from conformance import multikernel, results, vm
 
     with tempfile.TemporaryDirectory(prefix="tcg-bench-", dir=vm.cache_root() / "vm") as tmp:
@@ -299,15 +300,18 @@ def run_arm(kernel, name: str, arm: dict, selection: list[str], accel: str, micr
                 *(["--probes"] if probes else []),
                 *(["--profile"] if arm.get("profile") else []), "--",
                 *selection, *arm.get("pytest", [])]
-        shell = (f"cd {shlex.quote(str(ROOT))} && {env} exec "
+        # The imports from pinhole matrix's zip (conformance/bundle.py), unless the arm says no.
+        copy = bundle.copy_command(imports if arm.get("bundle", True) else None)
+        shell = (f"{copy}cd {shlex.quote(str(ROOT))} && {env} exec "
                  f"{shlex.join([*arm.get('prefix', []), *argv])}")
         before = load()
         for _ in range(2):  # a VM that dies before its guest comes up (seen under TCG): again
-            # The arm's options go in place of the fast ones, so "default" is the kernel's own.
+            # Only the fast arms get pinhole's TCG options, so "default" is the kernel's own.
             res = vm.boot_and_run(kernel, shell, timeout=timeout,
                                   append=[*multikernel.PMEM_APPEND, *arm["append"]],
                                   rwdirs=[out], memory=multikernel.GUEST_MEMORY,
-                                  cpus=arm.get("cpus", 2), accel=accel, fast=False)
+                                  cpus=arm.get("cpus", 2), accel=accel,
+                                  fast=arm.get("fast", False))
             if res.outcome == "ok" or (out / "guest-bench.json").exists():
                 break
         row = {"arm": name, "append": arm["append"], "cpus": arm.get("cpus", 2),
@@ -422,6 +426,7 @@ def main() -> int:
     kernel = debian.resolve(args.kernel)
     cli.load_spec([])  # checked here once, as pinhole matrix does: the guest is told so
     arms = args.arm or ["default", "fast"]
+    imports, _ = bundle.prepare(debian.cache_root() / "imports")
     rows: list[dict] = []
     from conformance import vm
 
@@ -433,7 +438,7 @@ def main() -> int:
                 arm = arm_of(name)
                 k = debian.resolve(arm["kernel"]) if arm.get("kernel") else kernel
                 row = run_arm(k, name, arm, selection, args.accel, micro, args.perf,
-                              args.probes and rnd == 1, args.timeout)
+                              args.probes and rnd == 1, args.timeout, imports)
                 row["round"] = rnd
                 rows.append(row)
                 print(summary([row]).splitlines()[1], flush=True)
