@@ -228,7 +228,8 @@ def kernel_view(previous: Path) -> dict:
     """kernelview.measure() of this machine; where none of its kernel builds is here (a fresh
     machine), the previous results' figures, marked with their date, rather than none."""
     measured = kernelview.measure()
-    if any(b.get("built") for b in measured["build"].values()) or not previous.exists():
+    built = [b for b in measured["build"].values() if isinstance(b, dict) and b.get("built")]
+    if built or not previous.exists():
         return measured
     doc = json.loads(previous.read_text())
     kept = doc.get("kernel_view")
