@@ -81,9 +81,9 @@ def setup_seconds() -> float:
 
 
 def warm_up() -> None:
-    """An untimed small run after the cache drop: the first timed run would otherwise read the
-    interpreter, the modules and mkfs from disk, and -n 1 (first) looked slower than it is
-    (60.5 s against 47-53 s, and a 2.24x speedup, at 05:40 UTC on 2026-11-27)."""
+    """An untimed small run after the cache drop, so that the first timed run (-n 1) does not
+    read the interpreter, the modules and mkfs from disk alone. (It did not explain -n 1's
+    slowness on 2026-11-27: 60.5 s without it, 63.2 s with it; see the README, "Timings".)"""
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-m", "conformance.cli", "run", f"--out={tmp}", "-q",
                         "--pin=vmsplice,io_uring", "--backing=memfd,ext4,xfs,btrfs"], cwd=ROOT,
