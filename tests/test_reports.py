@@ -538,6 +538,13 @@ def test_full_size_matrix_md_fits_a_mail(full):
     assert re.search(r"^ext4 +shared +all +✓P +.*✗S", text, re.M)
 
 
+def test_full_size_mail_fits_a_mail(full):
+    """The mail body of a full-size run: at most 80 lines of at most 100 characters."""
+    _, run = full
+    lines = mail.render([run]).splitlines()
+    assert len(lines) <= 80 and max(map(len, lines)) <= 100
+
+
 def test_full_size_summary_md_fits_a_reply(full):
     out, _ = full
     text = (out / "summary.md").read_text()
@@ -572,16 +579,6 @@ def test_full_size_reports_are_small(full):
     sub = kcidb.load(out / "kcidb.json.gz")
     assert len(sub["tests"]) == 36_506
     kcidb.validate(sub, every_test=True)
-
-
-@pytest.mark.skipif(not os.path.exists("/tmp/old/host/results.json"),
-                    reason="no recorded full host run at /tmp/old/host")
-def test_the_recorded_host_run_fits_a_mail():
-    real = results.load(Path("/tmp/old/host/results.json"))
-    md = markdown.render([real]).splitlines()
-    assert max(map(len, md)) <= 100
-    mail_ = mail.render([real]).splitlines()
-    assert len(mail_) <= 80 and max(map(len, mail_)) <= 100
 
 
 def test_matrix_md_packs_families_and_splits_only_a_family_too_wide_alone():
