@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GUEST_ZIP = "/dev/shm/pinhole-imports.zip"
 PREFIX = "imports-"
 KEEP_S = 86400.0
-# Files of a package that zipimport needs no file for.
+# Files a package may carry beside its modules that nothing reads when it runs (type stubs).
 IGNORED = (".pyi", "py.typed")
 
 
