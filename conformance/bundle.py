@@ -17,17 +17,13 @@ code is not in it: it stays in the checkout, whose bytecode is compiled there fi
 
 from __future__ import annotations
 
-import compileall
 import contextlib
-import hashlib
 import importlib.util
-import marshal
 import os
 import shlex
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +90,8 @@ def sources(top: Path) -> list[Path] | None:
 
 def pyc(source: Path) -> bytes:
     """Timestamp-based bytecode (PEP 552's layout) with the source's own path in it."""
+    import marshal
+
     st = source.stat()
     code = compile(source.read_bytes(), str(source), "exec", dont_inherit=True)
     return (importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little")
@@ -105,6 +103,10 @@ def build(cache: Path) -> Path:
     """The zip of top_levels() after the guest's imports, made once per content (its name is
     a hash of every source's path, size and mtime); ones unused for KEEP_S are removed
     (another checkout's may be in use)."""
+    # Imported here, not at the top: the guest imports this module for GUEST_ZIP at its start.
+    import hashlib
+    import zipfile
+
     _import_what_the_guest_does()
     members = []
     for name, path in sorted(top_levels().items()):
@@ -137,6 +139,8 @@ def compile_project() -> None:
     """Bytecode for pinhole's own modules, beside them as Python would write it: the guest's
     root is read-only, and a module with none is compiled at every start (about 3.5 s of
     the guest's imports under TCG, for the 40 the host had not imported)."""
+    import compileall
+
     if sys.dont_write_bytecode:
         return
     for part in ("conformance", "cases"):
