@@ -105,8 +105,11 @@ def collect(kernel: debian.Kernel, kdir: Path, vm_result: vm.VmResult, started: 
     doc["cut_off"] = [c["id"] for c in died]
     if header.get("planned"):
         doc["planned"] = header["planned"]
-    doc["incomplete"] = results.incomplete_text(what_happened(vm_result), len(cases),
-                                                header.get("planned"), doc["cut_off"])
+    what = what_happened(vm_result)
+    if vm_result.outcome == "failed":  # pytest in the guest stopped before its results: why
+        what += f" ({vm.why_lost(vm_result.stderr + vm_result.stdout, 'it printed nothing')})"
+    doc["incomplete"] = results.incomplete_text(what, len(cases), header.get("planned"),
+                                                doc["cut_off"])
     return doc
 
 

@@ -98,11 +98,11 @@ ERROR_WORDS = ("error", "not found", "no such file", "could not", "cannot", "fai
                "permission denied", "unable")
 
 
-def why_lost(console: str) -> str:
-    """The last line of the console log that says what failed, else its last line."""
+def why_lost(console: str, silent: str = "no output at all from vng") -> str:
+    """The last line of the log that says what failed, else its last line, else `silent`."""
     lines = [line.strip() for line in console.splitlines() if line.strip()]
     said = [line for line in lines if any(w in line.lower() for w in ERROR_WORDS)]
-    return (said or lines or ["no output at all from vng"])[-1][:500]
+    return (said or lines or [silent])[-1][:500]
 
 
 def stopped(signum: int, seconds: float) -> VmResult:

@@ -416,6 +416,21 @@ def test_a_lost_vm_says_why_in_its_reports(tmp_path):
     assert "virtme-run: not found" in summary([lost])
 
 
+def test_a_guest_run_that_stopped_before_its_results_says_why(tmp_path):
+    """pytest in the guest exiting on a usage error (a bad -p or -k) must not leave only
+    "the run in the guest failed": its own error line goes into the reports."""
+    from conformance import debian, multikernel, vm
+
+    kernel = debian.Kernel("6.12.1", "6.12.1-1", tmp_path / "vmlinuz", None)
+    error = 'ERROR: Error importing plugin "nosuch": No module named \'nosuch\''
+    res = vm.VmResult("failed", 4, "", f"{error}\n\n", "", "tcg", 1.0, 0.0, 1.0, [])
+    failed = multikernel.collect(kernel, tmp_path, res, 1_700_000_000.0)
+    assert failed["incomplete"].startswith(f"the run in the guest failed ({error})")
+    silent = vm.VmResult("failed", 3, "", "", "", "tcg", 1.0, 0.0, 1.0, [])
+    assert "(it printed nothing)" in multikernel.collect(kernel, tmp_path, silent, 0.0)[
+        "incomplete"]
+
+
 # A full host run: every pin, backing, mapping, state and mutation, as many cases as a real run
 # (36,504 and the controls), with the long reasons and skips of a real machine that has no
 # RDMA, udmabuf, gup_test or fsdax, and a few failures, known limitations and an error.
