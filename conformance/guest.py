@@ -37,15 +37,32 @@ IN_GUEST = "PINHOLE_IN_GUEST"
 PANIC_IN = "PINHOLE_TEST_PANIC_IN"
 
 
-def load_modules() -> dict[str, str]:
+def start_modules() -> dict[str, subprocess.Popen | str]:
+    """modprobe each driver that is not there yet, all at once and in the background: one
+    after another they took 3-4 s of the guest's start under TCG, in line before pytest."""
     modprobe = shutil.which("modprobe", path=GUEST_PATH) or "modprobe"
-    loaded = {}
+    started: dict[str, subprocess.Popen | str] = {}
     for module in DEVICES:
         if os.path.exists(f"/sys/module/{module}") or glob.glob(DEVICES[module]):
-            loaded[module] = "present"
+            started[module] = "present"
             continue
-        run = subprocess.run([modprobe, module], capture_output=True, text=True)
-        loaded[module] = "ok" if run.returncode == 0 else run.stderr.strip() or "failed"
+        try:
+            started[module] = subprocess.Popen([modprobe, module], stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.PIPE, text=True)
+        except OSError as e:
+            started[module] = str(e)
+    return started
+
+
+def finish_modules(started: dict[str, subprocess.Popen | str]) -> dict[str, str]:
+    """What start_modules() came to, per module, once every modprobe has ended."""
+    loaded = {}
+    for module, how in started.items():
+        if isinstance(how, str):
+            loaded[module] = how
+            continue
+        _, err = how.communicate()
+        loaded[module] = "ok" if how.returncode == 0 else err.strip() or "failed"
     # A built-in rxe makes no device until a link is added; adding one is the only test.
     if loaded["rdma_rxe"] not in ("ok", "present") and _add_rxe_link():
         loaded["rdma_rxe"] = "built in"
@@ -58,9 +75,7 @@ def load_modules() -> dict[str, str]:
 def preload_filesystems() -> subprocess.Popen | None:
     """Start loading the block backings' filesystem modules, in the background: done in
     line, by the first availability check's fsopen(), it took 8 s of the guest's start under
-    TCG; beside the drivers and pytest's start-up it costs little. Wait with FilesystemsLoaded
-    before anything asks whether the kernel has them (one still initialising would look
-    absent)."""
+    TCG."""
     modprobe = shutil.which("modprobe", path=GUEST_PATH)
     fstypes = sorted({b.fstype for b in BACKINGS.values() if issubclass(b, BlockFs)})
     if modprobe is None:
@@ -69,16 +84,28 @@ def preload_filesystems() -> subprocess.Popen | None:
                             stderr=subprocess.DEVNULL)
 
 
-class FilesystemsLoaded:
-    """A pytest plugin that waits for preload_filesystems() before the run is planned."""
+class ModulesLoaded:
+    """A pytest plugin that waits, before the run is planned, for the modules started in the
+    background while Python imported pytest (one still initialising would look absent), then
+    completes guest.json with what each came to."""
 
-    def __init__(self, loading: subprocess.Popen | None) -> None:
-        self.loading = loading
+    def __init__(self, out: Path, guest: dict, filesystems: subprocess.Popen | None,
+                 drivers: dict[str, subprocess.Popen | str]) -> None:
+        self.out, self.guest = out, guest
+        self.filesystems, self.drivers = filesystems, drivers
 
     @pluggy.HookimplMarker("pytest")(tryfirst=True)  # pytest.hookimpl, without pytest
     def pytest_configure(self) -> None:
-        if self.loading:
-            self.loading.wait()
+        start = time.monotonic()
+        if self.filesystems:
+            self.filesystems.wait()
+        self.guest["modules"] = finish_modules(self.drivers)
+        self.guest["seconds"]["modules_wait"] = round(time.monotonic() - start, 2)
+        write_guest(self.out, self.guest)
+
+
+def write_guest(out: Path, guest: dict) -> None:
+    (out / GUEST_FILE).write_text(json.dumps(guest, indent=1) + "\n")
 
 
 def _add_rxe_link() -> bool:
@@ -143,31 +170,39 @@ def main(argv: list[str]) -> int:
         os.environ.pop(results.SYNC_ENV, None)
     os.environ[IN_GUEST] = "1"
     # Where the guest's time goes before pytest (benchmarks/tcg.py reads it): seconds since
-    # boot when this interpreter was ready, and loading drivers.
+    # boot when this interpreter was ready, and how long pytest then waited for the modules.
     seconds = {"uptime_at_main": _uptime()}
     cgroup = cgroups.enter_own()  # before any thread or child: they would stay behind
-    loading = preload_filesystems()  # started first, so it may run on the other vCPU
+    # Started first, so they may run on the other vCPU while this one imports pytest.
+    filesystems, drivers = preload_filesystems(), start_modules()
     cpu = None if cpus.asks_for_workers(pytest_args) else cpus.keep_to_first_cpu()
-    start = time.monotonic()
-    modules = load_modules()
-    seconds["modules"] = round(time.monotonic() - start, 2)
     where = os.environ[scratch.ENV] = writable_tmpfs()
-    # Written first: its presence tells the host the guest came up, should the kernel die.
     imports = (f"{bundle.GUEST_ZIP}, then the host's root over 9p"
                if bundle.GUEST_ZIP in sys.path else "the host's root over 9p")
-    guest = {"modules": modules, "scratch": f"tmpfs {where}", "cpu": cpu, "cgroup": cgroup,
+    guest = {"modules": "loading", "scratch": f"tmpfs {where}", "cpu": cpu, "cgroup": cgroup,
              "imports": imports,
              "progress_fsync": sync, "progress_fsync_why": why, "seconds": seconds,
              "vmlinux": os.environ.get(VMLINUX_ENV)}  # for the kernel view, if known
-    (out / GUEST_FILE).write_text(json.dumps(guest, indent=1) + "\n")
+    # Written first: its presence tells the host the guest came up, should the kernel die.
+    write_guest(out, guest)
     import pytest
 
+    # Plugins by name (named_plugins()), not found by reading every distribution's metadata.
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     root = Path(__file__).resolve().parent.parent
     # --assert=plain: the cases need no assertion rewriting, and importing it is seconds
     # under TCG.
     return pytest.main([str(root / "cases"), "-p", "no:cacheprovider", "-q", "--assert=plain",
-                        f"--pinhole-out={out}", *pytest_args],
-                       plugins=[FilesystemsLoaded(loading)])
+                        *named_plugins(pytest_args), f"--pinhole-out={out}", *pytest_args],
+                       plugins=[ModulesLoaded(out, guest, filesystems, drivers)])
+
+
+def named_plugins(pytest_args: list[str]) -> list[str]:
+    """The pytest plugins the guest's run needs, for pytest with autoloading off: finding
+    them reads every installed distribution's metadata, a 9p round trip each under TCG, and
+    xdist is needed only for workers (-n). A user's other plugin comes with -p NAME."""
+    xdist = ["-p", "xdist.plugin"] if cpus.asks_for_workers(pytest_args) else []
+    return ["-p", "pytest_timeout", *xdist]
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ copy of it is what Python imports from, and that it is made once per content."""
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -77,4 +79,25 @@ def test_the_guest_command_copies_it_before_python_starts(packed: Path) -> None:
     kernel = Kernel("6.12.0-test", None, Path("/boot/vmlinuz"), None)
     command = multikernel.guest_command(kernel, Path("/o"), [], packed)
     assert command.index(f"cp {packed} ") < command.index("exec ")
-    assert "PYTHONPATH" not in multikernel.guest_command(kernel, Path("/o"), [])
+    assert bundle.GUEST_ZIP not in multikernel.guest_command(kernel, Path("/o"), [])
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_the_guest_imports_from_the_zip_then_the_checkout_not_its_directory(
+        packed: Path, tmp_path: Path, zipped: bool) -> None:
+    """The guest's sys.path: the zip first, then the checkout; the working directory (9p
+    under TCG, a stat for every import ahead of the zip) is not on it. Without the zip, the
+    checkout still is."""
+    kernel = Kernel("6.12.0-test", None, Path("/boot/vmlinuz"), None)
+    probe = "import json, sys, conformance.plugin; print(json.dumps(sys.path))"
+    command = multikernel.guest_command(kernel, Path("/o"), [], packed if zipped else None)
+    command = command.replace(bundle.GUEST_ZIP, str(tmp_path / "g.zip")).replace(
+        "-m conformance.guest /o", f"-c {shlex.quote(probe)}")
+    here = tmp_path / "cwd"
+    here.mkdir()
+    run = subprocess.run(["sh", "-c", command], cwd=here, capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert run.returncode == 0, run.stderr
+    path = json.loads(run.stdout)
+    assert path[:2] == [str(tmp_path / "g.zip"), str(ROOT)] if zipped else path[0] == str(ROOT)
+    assert "" not in path and str(here) not in path

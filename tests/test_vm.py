@@ -146,3 +146,10 @@ def test_a_directory_virtme_ng_cannot_share_is_named_before_the_boot() -> None:
     assert "'~'" in vm.unshareable(Path("/home/a~b/out"))
     with pytest.raises(ValueError, match="':'"):
         vm.vng_command(KERNEL, "true", accel="tcg", rwdirs=[Path("/tmp/debian:6.12")])
+
+
+def test_the_guest_names_its_pytest_plugins_and_xdist_only_for_workers() -> None:
+    """With autoloading off in the guest, pytest-timeout (the ini's timeout) is always named,
+    and xdist only when pytest's arguments start workers."""
+    assert guest.named_plugins(["-k", "pwrite"]) == ["-p", "pytest_timeout"]
+    assert guest.named_plugins(["-n", "2"]) == ["-p", "pytest_timeout", "-p", "xdist.plugin"]

@@ -98,7 +98,7 @@ def guest(out: Path, cells: list[tuple[str, ...]]) -> None:
             timings.append(time.monotonic() - start)
 
     checks.CHECKS["kernel-view"] = timed  # the wired check (checks.kernel_view), timed
-    modules = g.load_modules()
+    modules = g.finish_modules(g.start_modules())
     available = kernelview.availability()
     records = []
     os.environ["PINHOLE_SCRATCH"] = g.writable_tmpfs()

@@ -3,6 +3,7 @@ and kcidb.json.gz for tools, a regression diff, and the summary at the end of a 
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import traceback
@@ -10,9 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..results import write_atomic as write
-from . import diff, html, junit, kcidb, ktap, mail, markdown, merge, terminal
 
 __all__ = ["FILES", "diff", "link_all", "load_baseline", "merge", "summary", "write_all"]
+# Imported on first use: a run's processes (a VM's under TCG, for seconds) need only terminal.
+SUBMODULES = ("about", "diff", "findings", "grid", "html", "junit", "kcidb", "ktap", "mail",
+              "markdown", "merge", "terminal")
+
+
+def __getattr__(name: str) -> object:
+    if name in SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # What write_all() writes, in its order: what a reused --out directory must clear.
 FILES = ("summary.md", "matrix.md", "matrix.html", "results.ktap", "junit.xml", "kcidb.json.gz")
@@ -23,6 +32,8 @@ def write_all(out: Path, docs: list[dict], baseline: list[dict] | None = None) -
     matrix.html, results.ktap (one subtest per kernel when several), junit.xml and a validated
     kcidb.json.gz (one checkout and build per kernel). The two matrices, the largest work,
     are written by two forked children while this process writes the rest."""
+    from . import html, junit, kcidb, ktap, mail, markdown
+
     out.mkdir(parents=True, exist_ok=True)
     children = {forked(out / "matrix.md", lambda: markdown.render(docs)): "matrix.md"}
     try:
@@ -50,6 +61,8 @@ def link_all(out: Path, kdir: Path, docs: list[dict],
     """FILES in out for a one-kernel matrix: hard links to what write_all() wrote in the
     kernel's own directory, byte for byte the same; only summary.md is written again when it
     has a baseline to compare with."""
+    from . import mail
+
     paths = []
     for name in FILES:
         path = out / name
@@ -91,10 +104,14 @@ def write_bytes(path: Path, data: bytes) -> Path:
 def load_baseline(path: Path) -> list[dict]:
     """--baseline DIR: a run's directory (or results.json), or a `pinhole matrix` output whose
     kernels sit in subdirectories. Raises ValueError or OSError when DIR holds no run."""
+    from . import merge
+
     return sorted(merge.load_many([Path(path)]), key=lambda d: d["started"])
 
 
 def summary(docs: list[dict]) -> str:
     """What failed and why, the skips by reason, and the totals: at most 30 lines."""
+    from . import terminal
+
     return "\n".join(terminal.final(docs)) + "\n"
 
