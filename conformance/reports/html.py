@@ -22,11 +22,20 @@ class Strings:
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
         self.records: dict[tuple, int] = {}
+        self.seen: dict[tuple, int] = {}  # a record's fields as they are → its position
 
     def __call__(self, text: str | None) -> int | None:
         return None if text in EMPTY else self.index.setdefault(text, len(self.index))
 
     def record(self, c: dict) -> int:
+        # Thousands of cases share a record: look its fields up before indexing each text.
+        fields = tuple(tuple(v) if isinstance(v := c.get(f), list) else v for f in FIELDS)
+        found = self.seen.get(fields)
+        if found is None:
+            found = self.seen[fields] = self._record(c)
+        return found
+
+    def _record(self, c: dict) -> int:
         values = [[self(s) for s in c.get(f) or []] if f == "spec" else self(c.get(f))
                   for f in FIELDS]
         while values and values[-1] in EMPTY:
