@@ -294,7 +294,8 @@ def run_arm(kernel, name: str, arm: dict, selection: list[str], accel: str, micr
         env_vars = {SPEC_CHECKED: "1", **arm.get("env", {})}
         if arm.get("pycache"):
             env_vars["PYTHONPYCACHEPREFIX"] = str(pycache_prefix())
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in env_vars.items())
+        env = " ".join([multikernel.python_env(),
+                        *(f"{k}={shlex.quote(v)}" for k, v in env_vars.items())])
         argv = [sys.executable, str(ROOT / "benchmarks" / "tcg.py"), "--guest", str(out),
                 "--micro", str(micro or ""), *(["--perf"] if perf else []),
                 *(["--probes"] if probes else []),

@@ -44,13 +44,18 @@ def qemu_version() -> str:
     return run.stdout.splitlines()[0] if run.stdout else "unknown"
 
 
+def python_env() -> str:
+    """The guest shell's environment for Python: no bytecode written (its root is read-only),
+    and the checkout after the zip, the working directory not first (PYTHONSAFEPATH): a
+    directory ahead of the zip costs every import a stat, a 9p round trip under TCG."""
+    return (f'PYTHONDONTWRITEBYTECODE=1 PYTHONSAFEPATH=1 '
+            f'PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}"{shlex.quote(str(ROOT))}')
+
+
 def guest_command(kernel: debian.Kernel, out: Path, pytest_args: list[str],
                   imports: Path | None = None) -> str:
     argv = [sys.executable, "-m", "conformance.guest", str(out), *pytest_args]
-    # The checkout after the zip, and the working directory not first (PYTHONSAFEPATH): a
-    # directory ahead of the zip costs every import a stat, a 9p round trip under TCG.
-    env = (f'PYTHONDONTWRITEBYTECODE=1 PYTHONSAFEPATH=1 '
-           f'PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}"{shlex.quote(str(ROOT))}')
+    env = python_env()
     if os.environ.get(PANIC_IN):  # a test's request that the guest panic in one case
         env += f" {PANIC_IN}={shlex.quote(os.environ[PANIC_IN])}"
     if os.environ.get(SPEC_CHECKED):  # checked on the host: not again under TCG
