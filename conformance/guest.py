@@ -201,8 +201,17 @@ def named_plugins(pytest_args: list[str]) -> list[str]:
     """The pytest plugins the guest's run needs, for pytest with autoloading off: finding
     them reads every installed distribution's metadata, a 9p round trip each under TCG, and
     xdist is needed only for workers (-n). A user's other plugin comes with -p NAME."""
-    xdist = ["-p", "xdist.plugin"] if cpus.asks_for_workers(pytest_args) else []
-    return ["-p", "pytest_timeout", *xdist]
+    given = {name.removeprefix("no:") for name in plugin_args(pytest_args)}
+    timeout = [] if given & {"pytest_timeout", "timeout"} else ["-p", "pytest_timeout"]
+    workers = cpus.asks_for_workers(pytest_args) and not given & {"xdist", "xdist.plugin"}
+    return [*timeout, *(["-p", "xdist.plugin"] if workers else [])]
+
+
+def plugin_args(pytest_args: list[str]) -> list[str]:
+    """The names pytest's arguments give to -p (-p NAME, -pNAME): a plugin named twice is an
+    error ("already registered"), and one the user blocks (-p no:NAME) stays blocked."""
+    return [*(b for a, b in zip(pytest_args, pytest_args[1:], strict=False) if a == "-p"),
+            *(a[2:] for a in pytest_args if a.startswith("-p") and len(a) > 2)]
 
 
 if __name__ == "__main__":

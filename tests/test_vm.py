@@ -153,3 +153,6 @@ def test_the_guest_names_its_pytest_plugins_and_xdist_only_for_workers() -> None
     and xdist only when pytest's arguments start workers."""
     assert guest.named_plugins(["-k", "pwrite"]) == ["-p", "pytest_timeout"]
     assert guest.named_plugins(["-n", "2"]) == ["-p", "pytest_timeout", "-p", "xdist.plugin"]
+    # Named by the user already (twice is pytest's "already registered"), or blocked: left be.
+    assert guest.named_plugins(["-p", "xdist", "-n", "2"]) == ["-p", "pytest_timeout"]
+    assert guest.named_plugins(["-pno:xdist", "-n2", "-p", "no:timeout"]) == []
