@@ -8,9 +8,10 @@ took 7.2-9.1 s, and copying it 1.5 s; unpacked as a directory tree instead, 10.5
 6-7 s of unpacking (Debian 6.12 under TCG, three interleaved rounds in one VM, 2026-11-27).
 The zip holds every module of each top-level package or module the guest imports, whole, so a
 module imported later than on the host is there too; a package with anything but Python
-source (extension modules, data files) stays out, as zipimport cannot load those. Code objects
-keep their source's path, so tracebacks read the source from the host's root. pinhole's own
-code is not in it: it stays in the checkout, whose bytecode is compiled there first.
+source (extension modules, data files) stays out, as zipimport cannot load those, and so does
+one that reads its own source (NEEDS_SOURCE). Code objects keep their source's path, so
+tracebacks read the source from the host's root. pinhole's own code is not in it: it stays in
+the checkout, whose bytecode is compiled there first.
 
     python -m conformance.bundle CACHE_DIR   (in a subprocess, by multikernel)
 """
@@ -33,6 +34,11 @@ PREFIX = "imports-"
 KEEP_S = 86400.0
 # Files a package may carry beside its modules that nothing reads when it runs (type stubs).
 IGNORED = (".pyi", "py.typed")
+# Packages that read their own source as they run, which bytecode in a zip cannot give them:
+# xdist has execnet send the source of xdist.remote and of execnet's gateway_base to every
+# worker it starts (inspect.getsource()), so from the zip `pinhole matrix ... -n 2` stopped
+# with "INTERNALERROR> OSError: could not get source code". They come over 9p, as before.
+NEEDS_SOURCE = frozenset({"execnet", "xdist"})
 
 
 def _import_what_the_guest_does() -> None:
@@ -110,7 +116,7 @@ def build(cache: Path) -> Path:
     _import_what_the_guest_does()
     members = []
     for name, path in sorted(top_levels().items()):
-        files = sources(path)
+        files = None if name in NEEDS_SOURCE else sources(path)
         if files is not None:
             members += [(str(Path(name, f.relative_to(path)) if path.is_dir() else name), f)
                         for f in files]

@@ -34,6 +34,7 @@ def test_the_zip_holds_whole_pure_python_packages_but_not_pinhole(packed: Path) 
     assert {"_pytest", "pluggy", "pytest", "json", "subprocess.pyc"} <= tops
     assert not tops & {"conformance", "cases", "conftest.pyc"}
     assert "cffi" not in tops  # it has C headers beside its modules: zipimport cannot serve it
+    assert not tops & {"execnet", "xdist"}  # they read their own source (NEEDS_SOURCE)
     # Whole packages: a module the host never imported is there too.
     assert "_pytest/pytester.pyc" in names and "json/tool.pyc" in names
 
@@ -50,6 +51,16 @@ def test_the_copied_zip_is_what_the_guest_imports(packed: Path, tmp_path: Path) 
     pytest_file, json_file, plugin_file = run.stdout.split()
     assert pytest_file.startswith(str(guest_zip)) and json_file.startswith(str(guest_zip))
     assert plugin_file == str(ROOT / "conformance" / "plugin.py")  # pinhole's, from the checkout
+
+
+def test_xdist_starts_its_workers_with_the_zip_first(packed: Path, tmp_path: Path) -> None:
+    """xdist has execnet send source to each worker it starts: from a zip of bytecode alone,
+    pytest -n 2 stopped with "INTERNALERROR> OSError: could not get source code"."""
+    (tmp_path / "test_one.py").write_text("def test_one():\n    pass\n")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                          "-n", "2", "test_one.py"], cwd=tmp_path, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(packed)})
+    assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout + run.stderr
 
 
 def test_a_failed_copy_leaves_the_imports_as_they_were(tmp_path: Path) -> None:
