@@ -61,9 +61,16 @@ LOCK = "lock"
 # A work directory without a lock this old is no live run's (its lock comes microseconds
 # after it is made); one younger than GRACE_S is left alone either way.
 STALE_S, GRACE_S = 600, 60
+# A guest that has not come up this long after its boot began has hung (seen under TCG: an
+# RCU stall while virtme-ng's init mounted the root, its timers stopped on one vCPU); its boot
+# is lost and tried again, not waited on for the run's whole timeout. Guests come up in 15-30
+# s under TCG on 2 cores.
+BOOT_TIMEOUT_S = 300.0
+BOOT_POLL_S = 1.0
 
 WRAPPER = """\
 read -r start _ < /proc/uptime
+echo "$start" > {dir}/started
 (
 {command}
 ) > {dir}/stdout 2> {dir}/stderr < /dev/null
@@ -182,18 +189,33 @@ def _tail(text: str, lines: int = CONSOLE_TAIL) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _run_vng(cmd: list[str], timeout: float, console: Path) -> tuple[int | None, float]:
-    """Run vng in its own process group; on timeout end the group (vng and its qemu)."""
+def _run_vng(cmd: list[str], timeout: float, console: Path, came_up: Path | None = None,
+             boot_timeout: float = BOOT_TIMEOUT_S) -> tuple[int | None, float, bool]:
+    """Run vng in its own process group; on timeout end the group (vng and its qemu), and so
+    when came_up (a file the guest writes once it runs) is given and still absent
+    boot_timeout seconds after the start. Returns the exit status (None if ended), the
+    seconds, and whether it was ended for never coming up."""
     start = time.monotonic()
+    hung = False
     with console.open("wb") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, env=tool_env())
         watcher = _watch_group(proc.pid)
         try:
-            rc: int | None = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            rc = None
-            _stop_group(proc)
+            rc: int | None = None
+            while rc is None:
+                left = timeout - (time.monotonic() - start)
+                try:
+                    rc = proc.wait(timeout=max(min(left, BOOT_POLL_S), 0))
+                except subprocess.TimeoutExpired:
+                    waited = time.monotonic() - start
+                    hung = (came_up is not None and waited > boot_timeout
+                            and not came_up.exists())
+                    if waited >= timeout or hung:
+                        _stop_group(proc)
+                        break
+                    if came_up is not None and came_up.exists():
+                        came_up = None  # up: only the whole run's timeout is left
         except BaseException:  # Ctrl-C or SIGTERM of pinhole: the VM goes with it
             _stop_group(proc)
             raise
@@ -201,7 +223,7 @@ def _run_vng(cmd: list[str], timeout: float, console: Path) -> tuple[int | None,
             _wait_group_gone(proc.pid)
             watcher.kill()
             watcher.wait()
-    return rc, time.monotonic() - start
+    return rc, time.monotonic() - start, hung
 
 
 def _watch_group(pgid: int) -> subprocess.Popen:
@@ -278,7 +300,9 @@ def boot_and_run(kernel: Kernel, command: list[str] | str, *, timeout: float,
                  fast: bool | None = None) -> VmResult:
     """Boot kernel, run command (argv list, or a shell string) as root, power off.
 
-    timeout covers the whole VM, boot included. accel None detects it (see accelerator()).
+    timeout covers the whole VM, boot included; a guest that has not started the command
+    BOOT_TIMEOUT_S after the boot began is stopped, its outcome "lost" (a hung boot).
+    accel None detects it (see accelerator()).
     fast appends FAST_BOOT_ARGS under TCG; None: unless PINHOLE_FAST_BOOT=0 (fast_boot()).
     """
     accel = accel or accelerator(kernel)
@@ -297,12 +321,15 @@ def boot_and_run(kernel: Kernel, command: list[str] | str, *, timeout: float,
         cmd = vng_command(kernel, f"/bin/sh {shlex.quote(str(script))}", accel=accel,
                           append=append, rwdirs=[work, *rwdirs], memory=memory, cpus=cpus,
                           vng=vng_binary(), fast=fast)
-        rc, total = _run_vng(cmd, timeout, work / "console")
+        rc, total, hung = _run_vng(cmd, timeout, work / "console", came_up=work / "started",
+                                   boot_timeout=BOOT_TIMEOUT_S)
         console = _read(work / "console")
         fields = _read(work / "status").split()
         status = int(fields[0]) if fields else None
         run = float(fields[2]) - float(fields[1]) if fields else 0.0
-        if rc is None:
+        if hung:
+            outcome = "lost"
+        elif rc is None:
             outcome = "timeout"
         elif PANIC_MARK in console:
             outcome = "panic"
@@ -311,6 +338,9 @@ def boot_and_run(kernel: Kernel, command: list[str] | str, *, timeout: float,
         else:
             outcome = "ok" if status == 0 else "failed"
         why = why_lost(console) if outcome in ("lost", "timeout") else ""
+        if hung:
+            why = (f"stopped: the guest had not come up {BOOT_TIMEOUT_S:.0f} s after its boot "
+                   f"began; the console's last word: {why}")
         return VmResult(outcome, status, _read(work / "stdout"), _read(work / "stderr"),
                         _tail(console), accel, total - run, run, total, cmd, why)
     finally:

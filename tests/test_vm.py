@@ -156,3 +156,19 @@ def test_the_guest_names_its_pytest_plugins_and_xdist_only_for_workers() -> None
     # Named by the user already (twice is pytest's "already registered"), or blocked: left be.
     assert guest.named_plugins(["-p", "xdist", "-n", "2"]) == ["-p", "pytest_timeout"]
     assert guest.named_plugins(["-pno:xdist", "-n2", "-p", "no:timeout"]) == []
+
+
+def test_a_guest_that_never_comes_up_is_stopped_at_the_boot_deadline(tmp_path: Path) -> None:
+    """A boot that hangs (an RCU stall in virtme-ng's init, seen under TCG) is stopped once the
+    boot deadline passes without the guest's "started" file, not after the run's timeout."""
+    started = tmp_path / "started"
+    rc, seconds, hung = vm._run_vng(["sh", "-c", "sleep 60"], 60, tmp_path / "console",
+                                    came_up=started, boot_timeout=1)
+    assert (rc, hung) == (None, True) and seconds < 30
+    # A guest that came up runs on past the boot deadline, to its end.
+    rc, seconds, hung = vm._run_vng(["sh", "-c", f"touch {started}; sleep 3; exit 3"], 60,
+                                    tmp_path / "console", came_up=started, boot_timeout=1)
+    assert (rc, hung) == (3, False) and seconds >= 3
+    # Without a file to watch, only the run's timeout ends it.
+    rc, seconds, hung = vm._run_vng(["sh", "-c", "sleep 60"], 1, tmp_path / "console")
+    assert (rc, hung) == (None, False) and seconds < 30
