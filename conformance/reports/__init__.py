@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 import shutil
 import traceback
 from collections.abc import Callable
@@ -14,8 +15,7 @@ from ..results import write_atomic as write
 
 __all__ = ["FILES", "diff", "link_all", "load_baseline", "merge", "summary", "write_all"]
 # Imported on first use: a run's processes (a VM's under TCG, for seconds) need only terminal.
-SUBMODULES = ("about", "diff", "findings", "grid", "html", "junit", "kcidb", "ktap", "mail",
-              "markdown", "merge", "terminal")
+SUBMODULES = frozenset(m.name for m in pkgutil.iter_modules(__path__))
 
 
 def __getattr__(name: str) -> object:
