@@ -92,10 +92,10 @@ def file_to_pin(t: Trial, base: Baseline, effect: Effect) -> Observation:
                            f"{describe(held)}, not {describe(must_hold)}")
     new = written_by_file_to_pin(t)
     t.subject.write_file(new)
-    now = t.subject.file_view()
-    if now != new:
+    now, want = t.subject.file_view(), t.subject.sample(new)
+    if now != want:
         return Observation("lost-write", f"read() after write() returns {describe(now)}")
-    return _pin_view(t.pinned.read(), new, held, may_detach, "what write() put in the file")
+    return _pin_view(t.pinned.read(), want, held, may_detach, "what write() put in the file")
 
 
 def written_by_file_to_pin(t: Trial) -> bytes:
@@ -111,7 +111,7 @@ def after_file_to_pin(t: Trial, seen: Observation, effect: Effect) -> Effect | N
     cleans = "cleans" in MUTATIONS[t.case.mutation].traits
     if seen.outcome not in ("coherent", "detached") or effect.detaches or cleans:
         return None
-    return Effect(written_by_file_to_pin(t))
+    return Effect(t.subject.sample(written_by_file_to_pin(t)))
 
 
 def pin_to_file(t: Trial, base: Baseline, effect: Effect) -> Observation:
@@ -122,8 +122,9 @@ def pin_to_file(t: Trial, base: Baseline, effect: Effect) -> Observation:
     if wrong:
         return wrong
     s = t.subject
-    data = fill("pin", s.length)
-    t.pinned.write(data)
+    written = fill("pin", s.length)
+    t.pinned.write(written)
+    data = s.sample(written)  # what the pin wrote: the range's windows of it
     if t.pinned.read() != data:
         return Observation("disconnected", "the pinned pages lose what was written into them")
     # The mapping maps the pinned page unless the operation took it away (and past EOF

@@ -26,6 +26,7 @@ DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 
 
 def _data(t: Trial) -> bytes:
+    """The whole range's new data; its Effect holds t.subject.sample() of it."""
     return fill("mutation", t.subject.length)
 
 
@@ -40,7 +41,7 @@ def none(t: Trial, base: Baseline) -> Effect:
 def pwrite(t: Trial, base: Baseline) -> Effect:
     data = _data(t)
     os.pwrite(t.subject.fd, data, t.subject.offset)  # hugetlbfs has no write(): EINVAL
-    return Effect(data)
+    return Effect(t.subject.sample(data))
 
 
 def store(t: Trial, base: Baseline) -> Effect:
@@ -49,9 +50,10 @@ def store(t: Trial, base: Baseline) -> Effect:
     R/O one was unshared: mm/gup.c gup_must_unshare()), a new COW copy for a mere reference."""
     data = _data(t)
     write_mem(t.subject.addr, data)
+    seen = t.subject.sample(data)
     if _shared(t):
-        return Effect(data, pin=data)
-    return Effect(base.file, pin=data if t.holds_private_copy else None)
+        return Effect(seen, pin=seen)
+    return Effect(base.file, pin=seen if t.holds_private_copy else None)
 
 
 def pin_write(t: Trial, base: Baseline) -> Effect:
@@ -59,7 +61,8 @@ def pin_write(t: Trial, base: Baseline) -> Effect:
     pinner's lands in the file."""
     data = _data(t)
     t.pinned.write(data)
-    return Effect(base.file if t.private_copy else data, pin=data)
+    seen = t.subject.sample(data)
+    return Effect(base.file if t.private_copy else seen, pin=seen)
 
 
 def truncate_down(t: Trial, base: Baseline) -> Effect:
@@ -70,19 +73,19 @@ def truncate_down(t: Trial, base: Baseline) -> Effect:
 def truncate_down_up(t: Trial, base: Baseline) -> Effect:
     os.ftruncate(t.subject.fd, t.subject.offset)
     os.ftruncate(t.subject.fd, t.subject.size)
-    return Effect(bytes(t.subject.length), detaches=True)
+    return Effect(t.subject.zeros(), detaches=True)
 
 
 def _fallocate(mode: int) -> Callable:
     def apply(t: Trial, base: Baseline) -> Effect:
         fallocate(t.subject.fd, mode, t.subject.offset, t.subject.length)
-        return Effect(bytes(t.subject.length), detaches=True)
+        return Effect(t.subject.zeros(), detaches=True)
     return apply
 
 
 def madv_remove(t: Trial, base: Baseline) -> Effect:
     madvise(t.subject.addr, t.subject.length, abi.MADV_REMOVE)  # MAP_PRIVATE: refused
-    return Effect(bytes(t.subject.length), detaches=True)
+    return Effect(t.subject.zeros(), detaches=True)
 
 
 def collapse_range(t: Trial, base: Baseline) -> Effect:
@@ -153,7 +156,8 @@ def odirect_write(t: Trial, base: Baseline) -> Effect:
             os.pwritev(fd, [buf.view()[:len(data)]], t.subject.offset)
     finally:
         os.close(fd)
-    return Effect(data, detaches=t.subject.backing.direct_write_detaches(t.case.state))
+    return Effect(t.subject.sample(data),
+                  detaches=t.subject.backing.direct_write_detaches(t.case.state))
 
 
 def odirect_read(t: Trial, base: Baseline) -> Effect:
@@ -164,7 +168,7 @@ def odirect_read(t: Trial, base: Baseline) -> Effect:
             direct = bytes(buf.view()[:done])
     finally:
         os.close(fd)
-    return Effect(base.file, direct=direct)
+    return Effect(base.file, direct=t.subject.sample(direct))
 
 
 def fsync_msync(t: Trial, base: Baseline) -> Effect:
@@ -188,7 +192,7 @@ def copy_file_range(t: Trial, base: Baseline) -> Effect:
     data = _data(t)
     src = _source(t, data)
     os.copy_file_range(src, t.subject.fd, len(data), t.subject.offset, t.subject.offset)
-    return Effect(data, detaches=t.subject.backing.reflinks)
+    return Effect(t.subject.sample(data), detaches=t.subject.backing.reflinks)
 
 
 def reflink(t: Trial, base: Baseline) -> Effect:
@@ -199,7 +203,7 @@ def reflink(t: Trial, base: Baseline) -> Effect:
         "src_fd": src, "src_offset": t.subject.offset, "src_length": len(data),
         "dest_offset": t.subject.offset})
     ioctl(t.subject.fd, abi.FICLONERANGE, clone, "FICLONERANGE")
-    return Effect(data, detaches=True)
+    return Effect(t.subject.sample(data), detaches=True)
 
 
 def fork_write(t: Trial, base: Baseline) -> Effect:
@@ -217,7 +221,8 @@ def fork_write(t: Trial, base: Baseline) -> Effect:
     _, status = os.waitpid(pid, 0)
     if not os.WIFEXITED(status):
         raise OSError(f"the child storing through the mapping died: status {status:#x}")
-    return Effect(data, pin=data) if kept is None else Effect(base.file, pin=kept)
+    seen = t.subject.sample(data)
+    return Effect(seen, pin=seen) if kept is None else Effect(base.file, pin=kept)
 
 
 def munmap_mmap(t: Trial, base: Baseline) -> Effect:

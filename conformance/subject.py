@@ -2,7 +2,8 @@
 
 The file is three backing pages long and the middle one is mapped and pinned, so mutations
 that shorten the file or shift its extents (COLLAPSE_RANGE must end before EOF) have room on
-either side.
+either side. Views of the range (read(), the mapping, the pin) cover its windows (windows.py):
+all of a normal page, three 4 KiB spans of a huge one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .backings.base import Backing
 from .errors import Skip
 from .patterns import fill
 from .syscalls import fallocate, mmap, munmap, read_mem, touch, write_mem
+from .windows import sample, windows
 
 # Start states of the pinned range, in the order reports list them.
 STATES = ("hole", "faulted-hole", "stored", "written", "unwritten", "punched")
@@ -32,6 +34,7 @@ class Subject:
         self.backing, self.name = backing, name
         self.page = backing.page_size
         self.offset, self.length, self.size = self.page, self.page, 3 * self.page
+        self.windows = windows(self.length)
         self.flags = MAP_SHARED if mapping == "shared" else MAP_PRIVATE
         self.addr = 0
         self.fd = backing.create(name)
@@ -87,16 +90,26 @@ class Subject:
         finally:
             munmap(addr, span)
 
+    def sample(self, data: bytes) -> bytes:
+        """What a view of the range returns where the range holds `data` (whole-range bytes)."""
+        return sample(data, self.length)
+
+    def zeros(self) -> bytes:
+        """A view of the range where it holds zeros."""
+        return bytes(sum(n for _, n in self.windows))
+
     def file_view(self, offset: int | None = None) -> bytes:
-        """What read() of the pinned range (or the page at offset) returns; short past EOF."""
-        return os.pread(self.fd, self.length, self.offset if offset is None else offset)
+        """What read() of the pinned range (or the page at offset) returns at its windows;
+        short past EOF."""
+        start = self.offset if offset is None else offset
+        return b"".join(os.pread(self.fd, n, start + o) for o, n in self.windows)
 
     def path(self) -> str:
         """A path that opens this file again (O_DIRECT needs its own open)."""
         return f"/proc/self/fd/{self.fd}"
 
     def mapping_view(self) -> bytes:
-        return read_mem(self.addr, self.length)
+        return b"".join(read_mem(self.addr + o, n) for o, n in self.windows)
 
     def persist(self) -> str:
         """Unmap, fsync, drop the cached pages, and remount where the backing can:

@@ -7,6 +7,7 @@ import errno
 from typing import TYPE_CHECKING, ClassVar
 
 from ..model import Availability
+from ..windows import Windows, sample, windows
 
 if TYPE_CHECKING:
     from ..subject import Subject
@@ -33,13 +34,31 @@ class Pinned:
     # stores through the mapping reach. Plain references and per-I/O pins are not.
     longterm = True
 
+    @property
+    def windows(self) -> Windows:
+        return windows(self.length)
+
     def read(self) -> bytes:
-        """What the pinned pages hold, read by the kernel or device, not by the CPU mapping."""
-        raise NotImplementedError
+        """What the pinned pages hold at the range's windows, read by the kernel or device,
+        not by the CPU mapping."""
+        return b"".join(self.read_at(o, n) for o, n in self.windows)
 
     def write(self, data: bytes) -> None:
-        """Store into the pinned pages the way the device would (DMA, fixed-buffer read)."""
+        """Store the range's windows of `data` (whole-range bytes) into the pinned pages the
+        way the device would (DMA, fixed-buffer read)."""
+        for o, n in self.windows:
+            self.write_at(o, data[o:o + n])
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """length bytes of the pinned pages from offset into the range."""
         raise NotImplementedError
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    def sampled(self, whole_range: bytes) -> bytes:
+        """A read of the whole range, cut to its windows (a pin that can only read it all)."""
+        return sample(whole_range, self.length)
 
     def release(self) -> None:
         """Unpin; safe to call twice."""

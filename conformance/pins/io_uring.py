@@ -43,15 +43,17 @@ class FixedBuffer(Pinned):
             raise
         self.live = True
 
-    def read(self) -> bytes:
+    def read_at(self, offset: int, length: int) -> bytes:
         ring, channel = self.mech.ring, self.mech.channel
-        whole(ring.write_fixed(channel, self.addr, self.length, 0), self.length, "WRITE_FIXED")
-        return os.pread(channel, self.length, 0)
+        whole(ring.write_fixed(channel, self.addr + offset, length, offset), length,
+              "WRITE_FIXED")
+        return os.pread(channel, length, offset)
 
-    def write(self, data: bytes) -> None:
+    def write_at(self, offset: int, data: bytes) -> None:
         ring, channel = self.mech.ring, self.mech.channel
-        os.pwrite(channel, data, 0)
-        whole(ring.read_fixed(channel, self.addr, len(data), 0), len(data), "READ_FIXED")
+        os.pwrite(channel, data, offset)
+        whole(ring.read_fixed(channel, self.addr + offset, len(data), offset), len(data),
+              "READ_FIXED")
 
     def release(self) -> None:
         if self.live:

@@ -47,30 +47,29 @@ class DirectIO(Pinned):
         self.scratch, self.bounce, self.addr = scratch, bounce, addr
         self.length, self.view_addr = length, addr
 
-    def _range(self) -> memoryview:
-        return mem_view(self.addr, self.length)
-
-    def take(self) -> None:
-        """The pin itself: an O_DIRECT write of the range to the scratch, for which the kernel
-        pins (GUP) and reads the range."""
+    def take(self, offset: int = 0, length: int | None = None) -> None:
+        """The pin itself: an O_DIRECT write of the range (or part of it) to the scratch, for
+        which the kernel pins (GUP) and reads it."""
+        length = self.length if length is None else length
         try:
-            done = os.pwritev(self.scratch, [self._range()], 0)
+            done = os.pwritev(self.scratch, [mem_view(self.addr + offset, length)], offset)
         except OSError as e:
             raise PinRefused(e.errno, f"O_DIRECT write from the range: {e.strerror}") from None
-        whole(done, self.length, "O_DIRECT write from the range")
+        whole(done, length, "O_DIRECT write from the range")
 
-    def read(self) -> bytes:
-        self.take()
-        back = self.bounce.view()[:self.length]
-        whole(os.preadv(self.scratch, [back], 0), self.length, "O_DIRECT read of the scratch")
+    def read_at(self, offset: int, length: int) -> bytes:
+        self.take(offset, length)
+        back = self.bounce.view()[offset:offset + length]
+        whole(os.preadv(self.scratch, [back], offset), length, "O_DIRECT read of the scratch")
         return bytes(back)
 
-    def write(self, data: bytes) -> None:
-        out = self.bounce.view()[:len(data)]
+    def write_at(self, offset: int, data: bytes) -> None:
+        out = self.bounce.view()[offset:offset + len(data)]
         out[:] = data
-        whole(os.pwritev(self.scratch, [out], 0), len(data), "O_DIRECT write to the scratch")
-        try:
-            done = os.preadv(self.scratch, [self._range()[:len(data)]], 0)  # pins, writes it
+        whole(os.pwritev(self.scratch, [out], offset), len(data),
+              "O_DIRECT write to the scratch")
+        try:  # pins the range's part, writes it
+            done = os.preadv(self.scratch, [mem_view(self.addr + offset, len(data))], offset)
         except OSError as e:
             raise PinRefused(e.errno, f"O_DIRECT read into the range: {e.strerror}") from None
         whole(done, len(data), "O_DIRECT read into the range")

@@ -35,11 +35,11 @@ class DmaBuf(Pinned):
         self.fd = ioctl(device, abi.UDMABUF_CREATE, create, "UDMABUF_CREATE")
         self.buf = mmap(length, abi.PROT_READ | abi.PROT_WRITE, abi.MAP_SHARED, self.fd)
 
-    def read(self) -> bytes:
-        return read_mem(self.buf, self.length)
+    def read_at(self, offset: int, length: int) -> bytes:
+        return read_mem(self.buf + offset, length)
 
-    def write(self, data: bytes) -> None:
-        write_mem(self.buf, data)
+    def write_at(self, offset: int, data: bytes) -> None:
+        write_mem(self.buf + offset, data)
 
     def release(self) -> None:
         if self.fd >= 0:

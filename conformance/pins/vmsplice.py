@@ -54,7 +54,8 @@ class SplicedPages(Pinned):
             raise
 
     def read(self) -> bytes:
-        return b"".join(self._peek(r) for r, _ in self.pipes)
+        """A pipe is read from its start: all of it, cut to the range's windows."""
+        return self.sampled(b"".join(self._peek(r) for r, _ in self.pipes))
 
     def _peek(self, source: int) -> bytes:
         """What one pipe holds, through tee() into a scratch pipe: the references stay."""
