@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conformance import abi, checks, flakey
-from conformance.model import Baseline, Case, Effect, Trial
+from conformance import abi, checks, flakey, hugepages
+from conformance.model import Baseline, Case, Effect, Observation, Trial
 from conformance.pagemap import NEEDS_ROOT
 from conformance.subject import Subject
 from conformance.syscalls import PAGE_SIZE, madvise, mmap, munmap, read_mem
@@ -64,22 +64,42 @@ def test_coherence_detector_reports_a_disconnected_pin(pinhole_worker, control):
     """An io_uring pin of a MAP_PRIVATE memfd page holds a private copy. Told the mapping is
     shared, so that coherence is expected, both coherence checks must report the pin as
     disconnected."""
-    worker = pinhole_worker
-    check = control.rsplit(".", 1)[1]
-    told = Case("io_uring", "memfd", "shared", "rw", "hole", "none", check)
-    subject = Subject(worker.backing("memfd"), worker.file_name(), "private")
+    seen = told_shared(pinhole_worker, "memfd", control.rsplit(".", 1)[1])
+    assert seen.outcome == "disconnected", seen
+
+
+@pytest.mark.parametrize("control", ["control.coherence.file-to-pin-huge",
+                                     "control.coherence.pin-to-file-huge"])
+def test_coherence_detector_reports_a_disconnected_pin_of_a_huge_page(pinhole_worker, control):
+    """The same on a 2 MiB hugetlb memfd page, which the checks look at in three 4 KiB
+    windows (conformance/windows.py): the pin's private huge copy must show in them."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: reserving hugepages (run as root)")
+    reservation = hugepages.Reservation(4)  # the file is three huge pages
+    try:
+        check = control.rsplit(".", 1)[1].removesuffix("-huge")
+        seen = told_shared(pinhole_worker, "memfd-hugetlb", check)
+    finally:
+        reservation.release()
+    assert seen.outcome == "disconnected", seen
+
+
+def told_shared(worker, backing: str, check: str) -> Observation:
+    """What `check` makes of an io_uring pin of a MAP_PRIVATE hole of `backing` (a private
+    copy) when told the mapping is shared."""
+    told = Case("io_uring", backing, "shared", "rw", "hole", "none", check)
+    subject = Subject(worker.backing(backing), worker.file_name(), "private")
     try:
         subject.prepare("hole")
         pinned = worker.mechanism("io_uring").pin(subject, "rw")
         try:
             trial = Trial(told, subject, pinned, worker)
             base = Baseline(subject.file_view())
-            seen = checks.CHECKS[check](trial, base, Effect(base.file))
+            return checks.CHECKS[check](trial, base, Effect(base.file))
         finally:
             pinned.release()
     finally:
         subject.close()
-    assert seen.outcome == "disconnected", seen
 
 
 @pytest.mark.parametrize("control", ["control.lost-write.drop-writes"])

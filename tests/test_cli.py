@@ -74,6 +74,7 @@ def test_explain_cites_the_commit():
 NARROW = ["--pin", "io_uring", "--backing", "memfd", "--state", "hole", "--mutation", "none",
           "-n", "0", "-q"]
 CONTROLS = {"control.coherence.file-to-pin", "control.coherence.pin-to-file",
+            "control.coherence.file-to-pin-huge", "control.coherence.pin-to-file-huge",
             "control.kernel-log.drop-caches", "control.lost-write.drop-writes",
             "control.zeropage.anon", "control.zeropage.thp"}
 
