@@ -54,6 +54,7 @@ class Pinned:
         raise NotImplementedError
 
     def write_at(self, offset: int, data: bytes) -> None:
+        """data into the pinned pages from offset into the range."""
         raise NotImplementedError
 
     def sampled(self, whole_range: bytes) -> bytes:
