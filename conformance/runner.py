@@ -3,9 +3,11 @@ one trial where they can share it, judge each case."""
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 import traceback
+from collections.abc import Callable
 
 from . import hugepages
 from .backings.base import Backing
@@ -48,44 +50,79 @@ def waiting_for_idle_pages(tid: int) -> str | None:
     return next((fn for fn in frames if any(w in fn for w in WAITS_FOR_IDLE_PAGES)), None)
 
 
+class MutationThread:
+    """The thread mutations run in, kept from cell to cell: starting one for each mutation
+    cost more than most mutations (160 us on the host against 30 to hand one over). One that
+    a mutation did not give back (hung, or left by an interrupt) is dropped for a new one."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._serve, daemon=True,
+                                       name="pinhole-mutation")
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            work, box, done = self.jobs.get()
+            try:
+                box["effect"] = work()
+            except BaseException as e:  # noqa: BLE001 - handed to the caller as is
+                box["error"] = e
+            done.set()
+
+    def start(self, work: Callable[[], object]) -> tuple[dict, threading.Event]:
+        box: dict[str, object] = {}
+        done = threading.Event()
+        self.jobs.put((work, box, done))
+        return box, done
+
+
+_thread: MutationThread | None = None
+
+
+def mutation_thread() -> MutationThread:
+    global _thread
+    if _thread is None:
+        _thread = MutationThread()
+    return _thread
+
+
 def mutate(trial: Trial, base: Baseline) -> Effect | Observation:
     """Apply the case's mutation; one that waits on the pin is seen through, not hung on:
     once its kernel stack shows it waiting for the pinned pages (else after PATIENCE_S) the
     pin is released, and a mutation that then finishes within RELEASE_S was `blocked` by it."""
-    box: dict[str, object] = {}
-
-    def work() -> None:
-        try:
-            box["effect"] = MUTATIONS[trial.case.mutation].apply(trial, base)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller as is
-            box["error"] = e
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    started, waits = time.monotonic(), None
-    thread.join(POLL_S)
-    while thread.is_alive() and time.monotonic() - started < PATIENCE_S:
-        waits = waiting_for_idle_pages(thread.native_id)
-        if waits:
-            break
-        thread.join(POLL_S)
-    if thread.is_alive():
-        waited = time.monotonic() - started
-        trial.pinned.release()
-        released = time.monotonic()
-        thread.join(PATIENCE_S)
-        after = time.monotonic() - released
-        if thread.is_alive():
-            raise RuntimeError(f"{trial.case.mutation} is still running {PATIENCE_S:.0f} s "
-                               "after the pin went: hung, not blocked by the pin")
-        if after > RELEASE_S:
-            raise RuntimeError(f"{trial.case.mutation} took {waited + after:.1f} s and "
-                               f"{after:.1f} s of it after the pin went: slow, not blocked "
-                               "by the pin")
-        how = (f"was waiting in {waits}() for the pinned pages to go idle after {waited:.2f} s"
-               if waits else f"was still waiting after {PATIENCE_S:.0f} s")
-        return Observation("blocked", f"{trial.case.mutation} {how} with the pin held, and "
-                           f"finished {after:.2f} s after the pin or reference was dropped")
+    global _thread
+    runs = mutation_thread()
+    box, done = runs.start(lambda: MUTATIONS[trial.case.mutation].apply(trial, base))
+    try:
+        started, waits = time.monotonic(), None
+        done.wait(POLL_S)
+        while not done.is_set() and time.monotonic() - started < PATIENCE_S:
+            waits = waiting_for_idle_pages(runs.thread.native_id)
+            if waits:
+                break
+            done.wait(POLL_S)
+        if not done.is_set():
+            waited = time.monotonic() - started
+            trial.pinned.release()
+            released = time.monotonic()
+            done.wait(PATIENCE_S)
+            after = time.monotonic() - released
+            if not done.is_set():
+                raise RuntimeError(f"{trial.case.mutation} is still running {PATIENCE_S:.0f} s "
+                                   "after the pin went: hung, not blocked by the pin")
+            if after > RELEASE_S:
+                raise RuntimeError(f"{trial.case.mutation} took {waited + after:.1f} s and "
+                                   f"{after:.1f} s of it after the pin went: slow, not blocked "
+                                   "by the pin")
+            how = (f"was waiting in {waits}() for the pinned pages to go idle after "
+                   f"{waited:.2f} s" if waits else f"was still waiting after {PATIENCE_S:.0f} s")
+            return Observation("blocked", f"{trial.case.mutation} {how} with the pin held, "
+                               f"and finished {after:.2f} s after the pin or reference was "
+                               "dropped")
+    finally:
+        if not done.is_set() and _thread is runs:
+            _thread = None  # still busy with this mutation: the next gets a thread of its own
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["effect"]  # type: ignore[return-value]

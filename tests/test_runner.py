@@ -115,3 +115,25 @@ def test_an_interrupt_masked_by_a_lock_error_is_raised_as_itself(monkeypatch) ->
     with pytest.raises(Interrupt):
         runner.observe(Cell((CASE,)), worker=None)
     assert runner.unwinding(RuntimeError("alone")) is None
+
+
+def test_the_mutation_thread_is_kept_and_a_hung_one_replaced(monkeypatch):
+    ran_in: list[int] = []
+
+    def quick(t, base):
+        ran_in.append(threading.get_native_id())
+        return "done"
+
+    let_go = threading.Event()
+
+    def hangs(t, base):
+        let_go.wait()
+        return "done"
+
+    run_with(monkeypatch, quick)
+    run_with(monkeypatch, quick)
+    with pytest.raises(RuntimeError, match="hung, not blocked"):
+        run_with(monkeypatch, hangs)
+    run_with(monkeypatch, quick)  # not queued behind the hung one
+    let_go.set()
+    assert ran_in[0] == ran_in[1] != ran_in[2]
