@@ -81,16 +81,28 @@ class PoolWatch:
             self._fd = -1
 
 
+def _persistent() -> int:
+    """The pool's persistent pages: what a write to nr_hugepages sets. Reading nr_hugepages
+    gives them plus the surplus ones (mm/hugetlb.c nr_hugepages_show_common() shows
+    h->nr_huge_pages), which a lowered count leaves in use until they are freed; read until
+    no surplus page was freed in between."""
+    while True:
+        surplus = int((POOL / "surplus_hugepages").read_text())
+        total = int((POOL / "nr_hugepages").read_text())
+        if int((POOL / "surplus_hugepages").read_text()) == surplus:
+            return total - surplus
+
+
 def _adjust(delta: int) -> int:
-    """Change nr_hugepages by delta under a lock; returns how much it really changed."""
+    """Change the persistent pages by delta under a lock; returns how much they changed.
+    Added to nr_hugepages as read, the delta would make a lowered reservation's pages that are
+    still in use persistent again, and leave them in the pool for good."""
     with open(POOL / "nr_hugepages", "r+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        before = int(f.read())
-        f.seek(0)
+        before = _persistent()
         f.write(str(max(0, before + delta)))
         f.flush()
-        f.seek(0)
-        return int(f.read()) - before
+        return _persistent() - before
 
 
 def availability_reason() -> str | None:

@@ -2,6 +2,7 @@
 its hugepage reservation is given back."""
 
 import json
+import mmap
 import os
 import signal
 import subprocess
@@ -100,3 +101,29 @@ def test_a_signalled_guardian_still_gives_the_pages_back():
     assert r._guard.poll() is None, "the guardian died of a signal with the pages added"
     r.release()
     assert int((hugepages.POOL / "nr_hugepages").read_text()) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: vm.nr_hugepages")
+def test_a_page_in_use_when_a_reservation_ends_is_not_left_in_the_pool():
+    """A reservation that ends while one of its pages is still in use (another run's, or a
+    slow worker's) makes that page surplus; the pool's nr_hugepages counts surplus pages, so a
+    reservation that begins then must add to the persistent count, not to that sum, or the
+    page stays in the pool after everyone is done (seen after two concurrent runs)."""
+    pool = hugepages.POOL / "nr_hugepages"
+    before = int(pool.read_text())
+    first = hugepages.Reservation(2)
+    fd = os.memfd_create("pinhole-held", os.MFD_HUGETLB | os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, 2 << 20)
+        with mmap.mmap(fd, 2 << 20) as held:
+            held[0] = 1  # the file holds one page now
+        first.release()  # ... while its reservation ends: the page is surplus
+        second = hugepages.Reservation(2)
+        os.close(fd)  # the page is free again
+        fd = -1
+        second.release()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        first.release()
+    assert int(pool.read_text()) == before
