@@ -148,10 +148,14 @@ def _guard(missing: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     added = _adjust(missing)
-    print(added, flush=True)
-    sys.stdin.buffer.read()  # returns at EOF: the run ended or was killed
-    if added:
-        _adjust(-added)
+    try:
+        print(added, flush=True)
+        sys.stdin.buffer.read()  # returns at EOF: the run ended or was killed
+    except OSError:
+        pass  # EPIPE: the run died before it read the count
+    finally:
+        if added:
+            _adjust(-added)
 
 
 if __name__ == "__main__":

@@ -127,3 +127,18 @@ def test_a_page_in_use_when_a_reservation_ends_is_not_left_in_the_pool():
             os.close(fd)
         first.release()
     assert int(pool.read_text()) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: vm.nr_hugepages")
+def test_a_guardian_whose_run_died_before_hearing_back_gives_the_pages_back():
+    """A run killed while its guardian starts (a worker taking a control's pages as the run
+    is SIGKILLed) never reads the count the guardian prints: the print fails (EPIPE), and
+    the guardian must still give its pages back."""
+    before = int((hugepages.POOL / "nr_hugepages").read_text())
+    guard = subprocess.Popen([sys.executable, "-m", "conformance.hugepages", "2"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, cwd=Path(hugepages.__file__).parent.parent)
+    guard.stdout.close()  # the run is gone before the guardian prints
+    guard.stdin.close()
+    guard.wait(10)
+    assert int((hugepages.POOL / "nr_hugepages").read_text()) == before
