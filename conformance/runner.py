@@ -8,6 +8,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future, wait
 
 from . import hugepages
 from .backings.base import Backing
@@ -63,18 +64,16 @@ class MutationThread:
 
     def _serve(self) -> None:
         while True:
-            work, box, done = self.jobs.get()
+            work, future = self.jobs.get()
             try:
-                box["effect"] = work()
+                future.set_result(work())
             except BaseException as e:  # noqa: BLE001 - handed to the caller as is
-                box["error"] = e
-            done.set()
+                future.set_exception(e)
 
-    def start(self, work: Callable[[], object]) -> tuple[dict, threading.Event]:
-        box: dict[str, object] = {}
-        done = threading.Event()
-        self.jobs.put((work, box, done))
-        return box, done
+    def start(self, work: Callable[[], object]) -> Future:
+        future: Future = Future()
+        self.jobs.put((work, future))
+        return future
 
 
 _thread: MutationThread | None = None
@@ -93,22 +92,22 @@ def mutate(trial: Trial, base: Baseline) -> Effect | Observation:
     pin is released, and a mutation that then finishes within RELEASE_S was `blocked` by it."""
     global _thread
     runs = mutation_thread()
-    box, done = runs.start(lambda: MUTATIONS[trial.case.mutation].apply(trial, base))
+    future = runs.start(lambda: MUTATIONS[trial.case.mutation].apply(trial, base))
     try:
         started, waits = time.monotonic(), None
-        done.wait(POLL_S)
-        while not done.is_set() and time.monotonic() - started < PATIENCE_S:
+        wait([future], POLL_S)
+        while not future.done() and time.monotonic() - started < PATIENCE_S:
             waits = waiting_for_idle_pages(runs.thread.native_id)
             if waits:
                 break
-            done.wait(POLL_S)
-        if not done.is_set():
+            wait([future], POLL_S)
+        if not future.done():
             waited = time.monotonic() - started
             trial.pinned.release()
             released = time.monotonic()
-            done.wait(PATIENCE_S)
+            wait([future], PATIENCE_S)
             after = time.monotonic() - released
-            if not done.is_set():
+            if not future.done():
                 raise RuntimeError(f"{trial.case.mutation} is still running {PATIENCE_S:.0f} s "
                                    "after the pin went: hung, not blocked by the pin")
             if after > RELEASE_S:
@@ -121,11 +120,9 @@ def mutate(trial: Trial, base: Baseline) -> Effect | Observation:
                                f"and finished {after:.2f} s after the pin or reference was "
                                "dropped")
     finally:
-        if not done.is_set() and _thread is runs:
+        if not future.done() and _thread is runs:
             _thread = None  # still busy with this mutation: the next gets a thread of its own
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["effect"]  # type: ignore[return-value]
+    return future.result()
 
 
 def _refused(e: OSError) -> Observation:

@@ -321,8 +321,7 @@ def boot_and_run(kernel: Kernel, command: list[str] | str, *, timeout: float,
         cmd = vng_command(kernel, f"/bin/sh {shlex.quote(str(script))}", accel=accel,
                           append=append, rwdirs=[work, *rwdirs], memory=memory, cpus=cpus,
                           vng=vng_binary(), fast=fast)
-        rc, total, hung = _run_vng(cmd, timeout, work / "console", came_up=work / "started",
-                                   boot_timeout=BOOT_TIMEOUT_S)
+        rc, total, hung = _run_vng(cmd, timeout, work / "console", came_up=work / "started")
         console = _read(work / "console")
         fields = _read(work / "status").split()
         status = int(fields[0]) if fields else None
