@@ -137,7 +137,9 @@ def matrix_run(spec: str) -> dict:
 
 PHASES = {"prepare": (Subject, "prepare"), "close": (Subject, "close"),
           "mutate": (runner, "mutate"), "judge": (runner, "judge"),
-          "kernel-log": (Monitor, "end")}
+          "kernel-log": (Monitor, "end"),
+          # pin-to-file's remount, here after each cell (a run does it once a group)
+          "settle": (runner, "settle")}
 
 
 def breakdown(every: int = 7) -> dict:
@@ -175,6 +177,7 @@ def breakdown(every: int = 7) -> dict:
         for cell in runnable:
             t = time.perf_counter()
             runner.run_cell(cell, worker, spec)
+            runner.settle(worker, spec)
             total += time.perf_counter() - t
     finally:
         worker.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from . import kernelview
 from .errors import Skip
@@ -12,9 +13,10 @@ from .model import Availability, Baseline, Effect, Observation, Trial
 from .mutations import MUTATIONS
 from .pagemap import NEEDS_ROOT
 from .patterns import describe, fill
+from .subject import Subject
 from .syscalls import touch
 
-Check = Callable[[Trial, Baseline, Effect], Observation]
+Check = Callable[[Trial, Baseline, Effect], "Observation | Stored"]
 
 
 def admission(t: Trial, base: Baseline, effect: Effect) -> Observation:
@@ -114,10 +116,12 @@ def after_file_to_pin(t: Trial, seen: Observation, effect: Effect) -> Effect | N
     return Effect(t.subject.sample(written_by_file_to_pin(t)))
 
 
-def pin_to_file(t: Trial, base: Baseline, effect: Effect) -> Observation:
+def pin_to_file(t: Trial, base: Baseline, effect: Effect) -> Observation | Stored:
     """Data written into the pinned pages must be what read() and the mapping see, and still
     be in the file after unpin, fsync, cache drop and remount; where the pin is detached it
-    must never reach the file, not even after all that."""
+    must never reach the file, not even after all that. On a backing that remounts, the check
+    ends in a Stored: its file waits, closed, for the remount that one settles (the runner
+    remounts once for a group's files)."""
     wrong = file_as_operation_says(t, base, effect)
     if wrong:
         return wrong
@@ -130,29 +134,58 @@ def pin_to_file(t: Trial, base: Baseline, effect: Effect) -> Observation:
     # The mapping maps the pinned page unless the operation took it away (and past EOF
     # touching it would SIGBUS), or the pin is a file pinner's and the mapping a private one.
     follows = not effect.detaches and (t.pinned.through_mapping or t.case.mapping == "shared")
-    mapped = s.mapping_view() if follows else None
-    cached = s.file_view()
+    stored = Stored(s, data, effect, t.private_copy, detached(t, effect),
+                    mapped=s.mapping_view() if follows else None, cached=s.file_view())
     t.pinned.release()
-    how = s.persist()
-    stored = s.file_view()
-    if mapped is not None and mapped != data:
-        return Observation("disconnected", f"the mapping shows {describe(mapped)}, not the data "
-                           "written into its pinned page")
-    # Data the file did not show at once must never show up later; a MAP_PRIVATE copy's
-    # data must never show up at all.
-    if stored == data and (cached != data or t.private_copy):
-        return Observation("resurrected", "data written through the detached pin reached the "
-                           f"file ({'read()' if cached == data else 'after ' + how})")
-    if cached != data and detached(t, effect):
-        if cached != effect.file or stored != effect.file:
-            return Observation("disconnected", f"the file changed to {describe(stored)}")
-        return Observation("detached", f"the file kept {describe(effect.file)} after {how}")
-    if cached != data:
-        return Observation("disconnected", f"read() returns {describe(cached)}, not the data "
-                           "written into the pinned page")
-    if stored != data:
-        return Observation("lost-write", f"after unpin, {how} the file holds {describe(stored)}")
-    return Observation("coherent", f"read(), the mapping and the file after {how} hold it")
+    stored.how = s.flush()
+    if not s.backing.persistent:
+        return stored.judge(s.file_view(), stored.how)
+    s.set_aside()
+    return stored
+
+
+@dataclass
+class Stored:
+    """pin-to-file up to the file's trip through storage: what the pin wrote, and what the
+    mapping and read() showed of it before the unpin. Judged on what the file holds after
+    the flush, or after the backing's remount where it has one."""
+
+    subject: Subject
+    data: bytes
+    effect: Effect
+    private_copy: bool
+    detached: bool
+    mapped: bytes | None
+    cached: bytes
+    how: str = ""  # what was done before the remount
+
+    def reread(self) -> Observation:
+        """The verdict on the file as storage gives it back, once the caller has remounted
+        its backing (once for all the files it set aside)."""
+        self.subject.reopen()
+        return self.judge(self.subject.file_view(), f"{self.how}, unmount and mount")
+
+    def judge(self, stored: bytes, how: str) -> Observation:
+        data, effect, cached = self.data, self.effect, self.cached
+        if self.mapped is not None and self.mapped != data:
+            return Observation("disconnected", f"the mapping shows {describe(self.mapped)}, "
+                               "not the data written into its pinned page")
+        # Data the file did not show at once must never show up later; a MAP_PRIVATE copy's
+        # data must never show up at all.
+        if stored == data and (cached != data or self.private_copy):
+            return Observation("resurrected", "data written through the detached pin reached "
+                               f"the file ({'read()' if cached == data else 'after ' + how})")
+        if cached != data and self.detached:
+            if cached != effect.file or stored != effect.file:
+                return Observation("disconnected", f"the file changed to {describe(stored)}")
+            return Observation("detached", f"the file kept {describe(effect.file)} after {how}")
+        if cached != data:
+            return Observation("disconnected", f"read() returns {describe(cached)}, not the "
+                               "data written into the pinned page")
+        if stored != data:
+            return Observation("lost-write", f"after unpin, {how} the file holds "
+                               f"{describe(stored)}")
+        return Observation("coherent", f"read(), the mapping and the file after {how} hold it")
 
 
 @functools.cache

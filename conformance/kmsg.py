@@ -84,6 +84,11 @@ class Slice:
         added = self.taint_after & ~self.taint_before
         return decode_taint(added) if added else ""
 
+    def then(self, later: Slice) -> Slice:
+        """This slice and a later one as one: a case that ran in both."""
+        return Slice(self.lines + later.lines, self.bad + later.bad, self.taint_before,
+                     later.taint_after)
+
     def excerpt(self, limit: int = 16384) -> str:
         text = "\n".join(self.lines)
         return text[-limit:]

@@ -21,7 +21,7 @@ from .dimensions import VOCABULARY, UnknownName, cells, is_group_id, names, univ
 from .expectations import SPEC_CHECKED, Spec, SpecError
 from .model import Case, Cell, Group, Result, group_of, grouped
 from .reports import terminal
-from .runner import reraise_interrupt, run_cell
+from .runner import reraise_interrupt, run_cell, settle
 from .running_kernel import running
 from .scratch import scratch_problem
 from .worker import Worker
@@ -252,18 +252,43 @@ def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker,
 
     def run(group: Group) -> None:
         recs: list[dict] = []
-        for cell in group.cells:
-            if pinhole_progress:  # the cell before's records go out with this cell's begin
-                pinhole_progress.begin(cell.id, [c.id for c in cell.cases], *recs)
-            panic_if_asked(cell)
-            hold_if_asked(cell)
-            try:
-                recs = [r.as_dict() for r in run_cell(cell, pinhole_worker, spec)]
-            except Exception as e:  # noqa: BLE001 - this cell's error; the group goes on
-                reraise_interrupt(e)
-                reason = f"the cell broke: {type(e).__name__}: {e}"
-                recs = [bare_record(c.id, "error", reason) for c in cell.cases]
-            request.node.user_properties.append((RECORD, recs))
+        waiting: list[str] = []  # pin-to-file cases whose files wait for settle()
+        new: list[str] = []  # those of the cell before
+        where = ""
+        try:
+            for cell in group.cells:
+                where = cell.id
+                if pinhole_progress:  # the cell before's records go out with this cell's begin
+                    pinhole_progress.begin(cell.id, [c.id for c in cell.cases], *recs,
+                                           waiting=new)
+                panic_if_asked(cell)
+                hold_if_asked(cell)
+                try:
+                    recs = [r.as_dict() for r in run_cell(cell, pinhole_worker, spec)]
+                except Exception as e:  # noqa: BLE001 - this cell's error; the group goes on
+                    reraise_interrupt(e)
+                    reason = f"the cell broke: {type(e).__name__}: {e}"
+                    recs = [bare_record(c.id, "error", reason) for c in cell.cases]
+                done = {r["id"] for r in recs}
+                new = [c.id for c in cell.cases if c.id not in done]
+                waiting += new
+                request.node.user_properties.append((RECORD, recs))
+            if waiting:
+                where = "the remount"
+                if pinhole_progress:
+                    pinhole_progress.begin(f"remount for {group.id}", waiting, *recs)
+                recs = [r.as_dict() for r in settle(pinhole_worker, spec)]
+                waiting = []
+                request.node.user_properties.append((RECORD, recs))
+        except BaseException as e:
+            # Cases that wait for a remount that will not come: not the ones that were running.
+            unjudged = [bare_record(i, "error", f"not judged: its group stopped in {where} "
+                                    f"({type(e).__name__}) before the remount that ends its "
+                                    "check") for i in waiting]
+            request.node.user_properties.append((RECORD, unjudged))
+            if pinhole_progress and unjudged:  # Ctrl-C leaves no report to carry them
+                pinhole_progress.record(*unjudged)
+            raise
         if pinhole_progress:
             pinhole_progress.record(*recs)
         conclude(records_of(request.node.user_properties))
@@ -465,23 +490,37 @@ class Controller:
     def lost(self, param: str, reason: str, reported: bool) -> None:
         """The cases of an item that ended without all its records. A group's finished cells
         are on its call report (reported), or in progress.jsonl when its worker died; the
-        cell then running gets the reason, and the cells after it never ran."""
+        cell then running (progress.jsonl's cut-off cases, else the first unfinished cell)
+        gets the reason, the cells after it never ran, and pin-to-file cases of the cells
+        before it were never judged (their files waited for the group's remount)."""
         group = self.groups.get(param)
         if group is None:
             self.record(*(bare_record(i, "error", reason) for i in self.ids(param)))
             return
+        cut_off = set()
         if self.progress and not reported:
-            self.recover(set(self.ids(param)))
+            cut_off = set(self.recover(set(self.ids(param))))
         known = reported or self.progress is not None
-        stopped = next((c for c in group.cells if any(x.id not in self.cases for x in c.cases)),
-                       None)
-        if stopped is None:  # it died after its last cell: progress.jsonl had every record
+        unfinished = [c for c in group.cells if any(x.id not in self.cases for x in c.cases)]
+        if not unfinished:  # it died after its last cell: progress.jsonl had every record
             return
+        stopped = next((c for c in unfinished if any(x.id in cut_off for x in c.cases)),
+                       unfinished[0])
+        after, recs = False, []
         for cell in group.cells:
-            why = reason if cell is stopped or not known else (
-                f"never ran: its group stopped in {stopped.id}: {reason}")
-            self.record(*(bare_record(c.id, "error", why) for c in cell.cases
-                          if c.id not in self.cases))
+            after = after or cell is stopped
+            for case in cell.cases:
+                if case.id in self.cases:
+                    continue
+                if case.id in cut_off or cell is stopped or not known:
+                    why = reason
+                elif after:
+                    why = f"never ran: its group stopped in {stopped.id}: {reason}"
+                else:
+                    why = (f"not judged: its group stopped in {stopped.id} before the remount "
+                           f"that ends its check: {reason}")
+                recs.append(bare_record(case.id, "error", why))
+        self.record(*recs)
 
     def recover(self, wanted: set[str] | None = None) -> list[str]:
         """Take the records that workers wrote to progress.jsonl but never reported (a dead

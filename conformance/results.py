@@ -214,11 +214,13 @@ class Progress:
     def planned(self, count: int) -> None:
         self._write({"planned": count})
 
-    def begin(self, item_id: str, case_ids: list[str], *finished: dict) -> None:
+    def begin(self, item_id: str, case_ids: list[str], *finished: dict,
+              waiting: list[str] | None = None) -> None:
         """A cell (or control) starts: the ids of every case it will record, and the process
-        running it, after the records of the cell before it, in one write (each is a 9p round
-        trip in a VM)."""
-        self._write(*({"case": c} for c in finished),
+        running it, after the records of the cell before it and the ids of its cases that wait
+        for their group's remount (not running, so not cut off should the run die now), in
+        one write (each is a 9p round trip in a VM)."""
+        self._write(*({"case": c} for c in finished), *([{"waiting": waiting}] if waiting else []),
                     {"begin": item_id, "cases": case_ids, "pid": os.getpid()})
 
     def record(self, *cases: dict) -> None:
@@ -251,7 +253,7 @@ def read_progress(out: Path) -> tuple[dict, list[dict], list[str]]:
     "planned" once the cases are collected."""
     header: dict = {}
     cases: dict[str, dict] = {}
-    begun: list[str] = []
+    begun: dict[str, None] = {}  # in the order they last began
     try:
         lines = (out / PROGRESS).read_text().splitlines()
     except OSError:
@@ -262,14 +264,19 @@ def read_progress(out: Path) -> tuple[dict, list[dict], list[str]]:
         except ValueError:
             continue  # the last line of a run that died mid-write
         if "begin" in entry:
-            begun += entry.get("cases", [entry["begin"]])
+            for case_id in entry.get("cases", [entry["begin"]]):
+                begun.pop(case_id, None)
+                begun[case_id] = None
+        elif "waiting" in entry:
+            for case_id in entry["waiting"]:
+                begun.pop(case_id, None)
         elif "case" in entry:
             cases[entry["case"]["id"]] = entry["case"]
         elif "run" in entry:
             header = entry["run"]
         elif "planned" in entry:
             header["planned"] = entry["planned"]
-    return header, list(cases.values()), [i for i in dict.fromkeys(begun) if i not in cases]
+    return header, list(cases.values()), [i for i in begun if i not in cases]
 
 
 def salvage(out: Path) -> dict:

@@ -111,19 +111,22 @@ class Subject:
     def mapping_view(self) -> bytes:
         return b"".join(read_mem(self.addr + o, n) for o, n in self.windows)
 
-    def persist(self) -> str:
-        """Unmap, fsync, drop the cached pages, and remount where the backing can:
-        afterwards reads come from storage. Returns what was done, for the record."""
+    def flush(self) -> str:
+        """Unmap, fsync and drop the cached pages: afterwards reads come from storage, or
+        from nothing (shmem). Returns what was done, for the record."""
         self.unmap()
         os.fsync(self.fd)
         os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        if not self.backing.persistent:
-            return "fsync, POSIX_FADV_DONTNEED"
+        return "fsync, POSIX_FADV_DONTNEED"
+
+    def set_aside(self) -> None:
+        """Close the file and keep it, for a remount of its backing (which needs every file
+        closed) before reopen(); close() after reopen() removes it."""
         os.close(self.fd)
         self.fd = -1
-        self.backing.remount()
+
+    def reopen(self) -> None:
         self.fd = self.backing.reopen(self.name, -1)
-        return "fsync, POSIX_FADV_DONTNEED, unmount and mount"
 
     def close(self) -> None:
         self.unmap()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 from .availability import REGISTRIES, availability
 from .backings import Backing
@@ -11,6 +12,9 @@ from .kmsg import Monitor
 from .pagemap import PageMap
 from .pins import Mechanism
 
+if TYPE_CHECKING:
+    from .runner import Waiting
+
 
 class Worker:
     def __init__(self) -> None:
@@ -18,6 +22,8 @@ class Worker:
         self.monitor = Monitor()
         self._parts: dict[str, Backing | Mechanism | Skip | SetupFailed] = {}
         self._names = itertools.count()
+        # pin-to-file cases whose files wait for their backing's remount (runner.settle())
+        self.waiting: list[Waiting] = []
 
     def backing(self, name: str) -> Backing:
         return self._part("backing", name)  # type: ignore[return-value]
@@ -55,6 +61,7 @@ class Worker:
         """Close every backing and mechanism; the next cell sets up afresh what it uses."""
         parts = [p for p in self._parts.values() if not isinstance(p, Exception)]
         self._parts.clear()
+        self.waiting.clear()  # their files go with their backings' mounts
         for part in parts:
             part.close()
 
