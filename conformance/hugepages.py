@@ -126,8 +126,10 @@ class Reservation:
         self._guard: subprocess.Popen[bytes] | None = None
         if wanted <= 0 or os.geteuid() != 0 or not POOL.exists():
             return
+        # -S: the guardian needs the standard library only, and site's .pth files cost a
+        # second of a TCG guest's start (a run starts one, and each huge-page control).
         self._guard = subprocess.Popen(
-            [sys.executable, "-m", "conformance.hugepages", str(wanted)],
+            [sys.executable, "-S", "-m", "conformance.hugepages", str(wanted)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
             cwd=Path(__file__).resolve().parent.parent,
         )
