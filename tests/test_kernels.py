@@ -144,6 +144,26 @@ def test_private_apt_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert f"Dir::State::Lists={apt.lists}" in opts
 
 
+def test_the_index_is_kept_until_the_lists_change(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(debian, "KEYRING", tmp_path / "keyring.gpg")
+    debian.KEYRING.write_bytes(b"")
+    apt = Apt(tmp_path / "apt")
+    apt.setup()
+    (apt.lists / "deb.debian.org_debian_dists_trixie_InRelease").write_text("one")
+    asked: list[str] = []
+
+    def run(tool: str, *args: str, cwd=None) -> str:
+        asked.append(args[0])
+        return "linux-image-7.2.13+deb14-amd64 - Linux 7.2\n" if args[0] == "search" else MADISON
+
+    monkeypatch.setattr(apt, "run", run)
+    first = apt.index()
+    assert asked == ["search", "madison"]
+    assert apt.index() == first and len(asked) == 2, "asked again with the lists unchanged"
+    (apt.lists / "deb.debian.org_debian_dists_trixie_InRelease").write_text("updated")
+    assert apt.index() == first and len(asked) == 4, "the lists changed: ask apt-cache again"
+
+
 def _bzimage(path: Path, release: str) -> None:
     head = bytearray(0x400)
     head[0x202:0x206] = b"HdrS"
