@@ -96,11 +96,23 @@ class ModulesLoaded:
 
     @pluggy.HookimplMarker("pytest")(tryfirst=True)  # pytest.hookimpl, without pytest
     def pytest_configure(self) -> None:
+        self.guest["seconds"]["uptime_at_configure"] = _uptime()
         start = time.monotonic()
         if self.filesystems:
             self.filesystems.wait()
         self.guest["modules"] = finish_modules(self.drivers)
         self.guest["seconds"]["modules_wait"] = round(time.monotonic() - start, 2)
+        write_guest(self.out, self.guest)
+
+    # When the session began (the run planned, its spec loaded) and its items were
+    # collected: the steps of the guest's start, for benchmarks/tcg.py.
+    @pluggy.HookimplMarker("pytest")(tryfirst=True)
+    def pytest_sessionstart(self) -> None:
+        self.guest["seconds"]["uptime_at_session"] = _uptime()
+
+    @pluggy.HookimplMarker("pytest")
+    def pytest_collection_finish(self) -> None:
+        self.guest["seconds"]["uptime_at_collected"] = _uptime()
         write_guest(self.out, self.guest)
 
 
@@ -186,6 +198,8 @@ def main(argv: list[str]) -> int:
     # Written first: its presence tells the host the guest came up, should the kernel die.
     write_guest(out, guest)
     import pytest
+
+    seconds["uptime_at_pytest"] = _uptime()
 
     # Plugins by name (named_plugins()), not found by reading every distribution's metadata.
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
