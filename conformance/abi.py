@@ -7,11 +7,11 @@ uapi header it comes from.
 
 from __future__ import annotations
 
+import hashlib
+
 import cffi
 
-ffi = cffi.FFI()
-ffi.cdef(
-    """
+CDEF = """
     /* libc */
     void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset);
     int munmap(void *addr, size_t length);
@@ -114,8 +114,44 @@ ffi.cdef(
         char target_type[16];
     };
     struct dm_target_versions { uint32_t next; uint32_t version[3]; char name[]; };
-    """
-)
+"""
+# What names the declarations above: an out-of-line module made from other ones is not used.
+CDEF_KEY = hashlib.sha256(f"{cffi.__version__}\n{CDEF}".encode()).hexdigest()[:16]
+# The out-of-line ABI module conformance/bundle.py makes from CDEF for a VM's guest.
+OUT_OF_LINE = "_pinhole_abi"
+
+
+def _ffi() -> cffi.FFI:
+    """CDEF's FFI: from OUT_OF_LINE where it is on the path and made from these declarations
+    (parsing them with pycparser is about a second of a TCG guest's start), else parsed."""
+    try:
+        made = __import__(OUT_OF_LINE)
+        if made.CDEF_KEY == CDEF_KEY:
+            return made.ffi
+    except (ImportError, AttributeError):
+        pass
+    parsed = cffi.FFI()
+    parsed.cdef(CDEF)
+    return parsed
+
+
+def out_of_line_source() -> str:
+    """The OUT_OF_LINE module's source: cffi's out-of-line ABI mode (no compiler), with
+    CDEF_KEY."""
+    import os
+    import tempfile
+
+    builder = cffi.FFI()
+    builder.cdef(CDEF)
+    builder.set_source(OUT_OF_LINE, None, compiler_verbose=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"{OUT_OF_LINE}.py")
+        builder.emit_python_code(path)
+        with open(path) as f:
+            return f"{f.read()}\nCDEF_KEY = {CDEF_KEY!r}\n"
+
+
+ffi = _ffi()
 libc = ffi.dlopen(None)
 # cffi lays a struct out on its first use, and an interrupt there (a timeout) leaves it "of
 # unknown size" for the rest of the process: lay every one out now.

@@ -11,7 +11,9 @@ module imported later than on the host is there too; a package with anything but
 source (extension modules, data files) stays out, as zipimport cannot load those, and so does
 one that reads its own source (NEEDS_SOURCE). Code objects keep their source's path, so
 tracebacks read the source from the host's root. pinhole's own code is not in it: it stays in
-the checkout, whose bytecode is compiled there first.
+the checkout, whose bytecode is compiled there first. One module is made here: abi.py's C
+declarations in cffi's out-of-line ABI mode (abi.OUT_OF_LINE), which the guest loads instead
+of parsing them.
 
     python -m conformance.bundle CACHE_DIR   (in a subprocess, by multikernel)
 """
@@ -96,13 +98,17 @@ def sources(top: Path) -> list[Path] | None:
 
 def pyc(source: Path) -> bytes:
     """Timestamp-based bytecode (PEP 552's layout) with the source's own path in it."""
+    st = source.stat()
+    return _pyc(source.read_bytes(), str(source), int(st.st_mtime), st.st_size)
+
+
+def _pyc(text: bytes, path: str, mtime: int, size: int) -> bytes:
     import marshal
 
-    st = source.stat()
-    code = compile(source.read_bytes(), str(source), "exec", dont_inherit=True)
+    code = compile(text, path, "exec", dont_inherit=True)
     return (importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little")
-            + (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
-            + (st.st_size & 0xFFFFFFFF).to_bytes(4, "little") + marshal.dumps(code))
+            + (mtime & 0xFFFFFFFF).to_bytes(4, "little")
+            + (size & 0xFFFFFFFF).to_bytes(4, "little") + marshal.dumps(code))
 
 
 def build(cache: Path) -> Path:
@@ -120,7 +126,9 @@ def build(cache: Path) -> Path:
         if files is not None:
             members += [(str(Path(name, f.relative_to(path)) if path.is_dir() else name), f)
                         for f in files]
-    key = hashlib.sha256(sys.version.encode())
+    from . import abi
+
+    key = hashlib.sha256(f"{sys.version}\n{abi.CDEF_KEY}".encode())
     for _, f in members:
         st = f.stat()
         key.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -133,6 +141,10 @@ def build(cache: Path) -> Path:
         with zipfile.ZipFile(part, "w", zipfile.ZIP_STORED) as z:
             for arc, f in members:
                 z.writestr(arc.removesuffix(".py") + ".pyc", pyc(f))
+            # abi.py's declarations, ready to load: no pycparser at the guest's start.
+            source = abi.out_of_line_source().encode()
+            z.writestr(f"{abi.OUT_OF_LINE}.pyc",
+                       _pyc(source, f"<{abi.OUT_OF_LINE}>", 0, len(source)))
         os.replace(part, zipped)
     for old in cache.glob(f"{PREFIX}*"):
         with contextlib.suppress(FileNotFoundError):

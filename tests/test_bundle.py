@@ -53,6 +53,30 @@ def test_the_copied_zip_is_what_the_guest_imports(packed: Path, tmp_path: Path) 
     assert plugin_file == str(ROOT / "conformance" / "plugin.py")  # pinhole's, from the checkout
 
 
+def test_abi_loads_its_declarations_from_the_zip_unparsed(packed: Path, tmp_path: Path) -> None:
+    """The zip's out-of-line module gives conformance.abi the same types as parsing CDEF, and
+    pycparser is never imported; one made from other declarations is not used."""
+    probe = ("import sys, cffi, conformance.abi as a; p = cffi.FFI(); p.cdef(a.CDEF); "
+             "print(type(a.ffi).__module__, 'pycparser' in sys.modules, all("
+             "[(n, f.offset) for n, f in a.ffi.typeof('struct ' + s).fields] == "
+             "[(n, f.offset) for n, f in p.typeof('struct ' + s).fields] "
+             "for s in p.list_types()[1]))")
+    run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(packed)})
+    assert run.stdout.split() == ["_cffi_backend", "True", "True"], run.stderr
+    probe = "import sys, conformance.abi; print('pycparser' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(packed)})
+    assert run.stdout.split() == ["False"], run.stderr
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "_pinhole_abi.py").write_text("ffi = None\nCDEF_KEY = 'other declarations'\n")
+    probe = "import conformance.abi as a; print(type(a.ffi).__module__)"
+    run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(stale)})
+    assert run.stdout.split() == ["cffi.api"], run.stderr
+
+
 def test_xdist_starts_its_workers_with_the_zip_first(packed: Path, tmp_path: Path) -> None:
     """xdist has execnet send source to each worker it starts: from a zip of bytecode alone,
     pytest -n 2 stopped with "INTERNALERROR> OSError: could not get source code"."""
@@ -96,11 +120,12 @@ def test_the_guest_command_copies_it_before_python_starts(packed: Path) -> None:
 @pytest.mark.parametrize("zipped", [True, False])
 def test_the_guest_imports_from_the_zip_then_the_checkout_not_its_directory(
         packed: Path, tmp_path: Path, zipped: bool) -> None:
-    """The guest's sys.path: the zip first, then the checkout; the working directory (9p
-    under TCG, a stat for every import ahead of the zip) is not on it. Without the zip, the
-    checkout still is."""
+    """The guest's sys.path: the zip first, then the checkout, then the site directories for a
+    Python started without site; the working directory (9p under TCG, a stat for every import
+    ahead of the zip) is not on it. Without the zip, the checkout still is."""
     kernel = Kernel("6.12.0-test", None, Path("/boot/vmlinuz"), None)
-    probe = "import json, sys, conformance.plugin; print(json.dumps(sys.path))"
+    probe = ("import json, sys, conformance.plugin; "
+             "print(json.dumps([sys.path, sys.flags.no_site, 'site' in sys.modules]))")
     command = multikernel.guest_command(kernel, Path("/o"), [], packed if zipped else None)
     command = command.replace(bundle.GUEST_ZIP, str(tmp_path / "g.zip")).replace(
         "-m conformance.guest /o", f"-c {shlex.quote(probe)}")
@@ -109,7 +134,10 @@ def test_the_guest_imports_from_the_zip_then_the_checkout_not_its_directory(
     run = subprocess.run(["sh", "-c", command], cwd=here, capture_output=True, text=True,
                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert run.returncode == 0, run.stderr
-    path = json.loads(run.stdout)
+    path, no_site, site_imported = json.loads(run.stdout)
     first = [str(tmp_path / "g.zip"), str(ROOT)] if zipped else [str(ROOT)]
     assert path[:len(first)] == first
     assert "" not in path and str(here) not in path
+    # Without site (its .pth files cost a second under TCG), and still with what it adds.
+    assert no_site == 1 and not site_imported
+    assert set(multikernel.site_dirs()) <= set(path)
