@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import site
 import subprocess
 import sys
 import time
@@ -47,14 +48,25 @@ def qemu_version() -> str:
 def python_env() -> str:
     """The guest shell's environment for Python: no bytecode written (its root is read-only),
     and the checkout after the zip, the working directory not first (PYTHONSAFEPATH): a
-    directory ahead of the zip costs every import a stat, a 9p round trip under TCG."""
-    return (f'PYTHONDONTWRITEBYTECODE=1 PYTHONSAFEPATH=1 '
-            f'PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}"{shlex.quote(str(ROOT))}')
+    directory ahead of the zip costs every import a stat, a 9p round trip under TCG. Then
+    this interpreter's site directories, for a guest Python started without site (-S)."""
+    path = ":".join(shlex.quote(str(p)) for p in (ROOT, *site_dirs()))
+    return ('PYTHONDONTWRITEBYTECODE=1 PYTHONSAFEPATH=1 '
+            f'PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}"{path}')
+
+
+def site_dirs() -> list[str]:
+    """The site directories on this interpreter's path, in its order: the venv's, and the
+    system's where the venv sees them (pyverbs comes from Debian's python3-pyverbs)."""
+    found = {*site.getsitepackages(), site.getusersitepackages()}
+    return [p for p in sys.path if p in found]
 
 
 def guest_command(kernel: debian.Kernel, out: Path, pytest_args: list[str],
                   imports: Path | None = None) -> str:
-    argv = [sys.executable, "-m", "conformance.guest", str(out), *pytest_args]
+    # -S: site's .pth files (an editable install's finder, importlib.metadata) were over a
+    # second of the guest's start under TCG; python_env() puts the site directories on the path.
+    argv = [sys.executable, "-S", "-m", "conformance.guest", str(out), *pytest_args]
     env = python_env()
     if os.environ.get(PANIC_IN):  # a test's request that the guest panic in one case
         env += f" {PANIC_IN}={shlex.quote(os.environ[PANIC_IN])}"
