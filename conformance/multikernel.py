@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import bundle, debian, kbuild, kernelview, lifetime, reports, results, vm
+from . import SITE_PATH, bundle, debian, kbuild, kernelview, lifetime, reports, results, vm
 from .expectations import SPEC_CHECKED
 from .guest import GUEST_FILE, PANIC_IN
 from .model import Case, Result, group_of
@@ -48,11 +48,13 @@ def qemu_version() -> str:
 def python_env() -> str:
     """The guest shell's environment for Python: no bytecode written (its root is read-only),
     and the checkout after the zip, the working directory not first (PYTHONSAFEPATH): a
-    directory ahead of the zip costs every import a stat, a 9p round trip under TCG. Then
-    this interpreter's site directories, for a guest Python started without site (-S)."""
-    path = ":".join(shlex.quote(str(p)) for p in (ROOT, *site_dirs()))
-    return ('PYTHONDONTWRITEBYTECODE=1 PYTHONSAFEPATH=1 '
-            f'PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}"{path}')
+    directory ahead of the zip costs every import a stat, a 9p round trip under TCG. The
+    site directories, for a guest Python started without site (-S), go in SITE_PATH: on
+    PYTHONPATH they would come before the standard library's, and cost its imports a stat
+    each (conformance/__init__.py puts them last, as site does)."""
+    return (f'PYTHONDONTWRITEBYTECODE=1 PYTHONSAFEPATH=1 '
+            f'PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}"{shlex.quote(str(ROOT))} '
+            f'{SITE_PATH}={shlex.quote(":".join(site_dirs()))}')
 
 
 def site_dirs() -> list[str]:
