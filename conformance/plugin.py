@@ -251,49 +251,59 @@ def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker,
     spec = request.config.stash[SPEC]
 
     def run(group: Group) -> None:
-        recs: list[dict] = []
-        waiting: list[str] = []  # pin-to-file cases whose files wait for settle()
-        new: list[str] = []  # those of the cell before
-        where = ""
-        try:
-            for cell in group.cells:
-                where = cell.id
-                if pinhole_progress:  # the cell before's records go out with this cell's begin
-                    pinhole_progress.begin(cell.id, [c.id for c in cell.cases], *recs,
-                                           waiting=new)
-                panic_if_asked(cell)
-                hold_if_asked(cell)
-                try:
-                    recs = [r.as_dict() for r in run_cell(cell, pinhole_worker, spec)]
-                except Exception as e:  # noqa: BLE001 - this cell's error; the group goes on
-                    reraise_interrupt(e)
-                    reason = f"the cell broke: {type(e).__name__}: {e}"
-                    recs = [bare_record(c.id, "error", reason) for c in cell.cases]
-                done = {r["id"] for r in recs}
-                new = [c.id for c in cell.cases if c.id not in done]
-                waiting += new
-                request.node.user_properties.append((RECORD, recs))
-            if waiting:
-                where = "the remount"
-                if pinhole_progress:
-                    pinhole_progress.begin(f"remount for {group.id}", waiting, *recs)
-                recs = [r.as_dict() for r in settle(pinhole_worker, spec)]
-                waiting = []
-                request.node.user_properties.append((RECORD, recs))
-        except BaseException as e:
-            # Cases that wait for a remount that will not come: not the ones that were running.
-            unjudged = [bare_record(i, "error", f"not judged: its group stopped in {where} "
-                                    f"({type(e).__name__}) before the remount that ends its "
-                                    "check") for i in waiting]
-            request.node.user_properties.append((RECORD, unjudged))
-            if pinhole_progress and unjudged:  # Ctrl-C leaves no report to carry them
-                pinhole_progress.record(*unjudged)
-            raise
+        recs = run_group(group, pinhole_worker, spec, pinhole_progress,
+                         request.node.user_properties)
         if pinhole_progress:
             pinhole_progress.record(*recs)
         conclude(records_of(request.node.user_properties))
 
     return run
+
+
+def run_group(group: Group, worker: Worker, spec: Spec, progress: results.Progress | None,
+              properties: list[tuple[str, object]]) -> list[dict]:
+    """The group's cells in turn, then the remount their pin-to-file files wait for
+    (runner.settle()); each step's records go on the item's properties as it ends, and to
+    progress.jsonl with the next step's begin. Returns the last step's records, not yet
+    written there."""
+    recs: list[dict] = []
+    waiting: list[str] = []  # pin-to-file cases whose files wait for the remount
+    new: list[str] = []  # those of the cell before
+    where = ""
+    try:
+        for cell in group.cells:
+            where = cell.id
+            if progress:  # the cell before's records go out with this cell's begin
+                progress.begin(cell.id, [c.id for c in cell.cases], *recs, waiting=new)
+            panic_if_asked(cell)
+            hold_if_asked(cell)
+            try:
+                recs = [r.as_dict() for r in run_cell(cell, worker, spec)]
+            except Exception as e:  # noqa: BLE001 - this cell's error; the group goes on
+                reraise_interrupt(e)
+                reason = f"the cell broke: {type(e).__name__}: {e}"
+                recs = [bare_record(c.id, "error", reason) for c in cell.cases]
+            done = {r["id"] for r in recs}
+            new = [c.id for c in cell.cases if c.id not in done]
+            waiting += new
+            properties.append((RECORD, recs))
+        if waiting:
+            where = "the remount"
+            if progress:
+                progress.begin(f"remount for {group.id}", waiting, *recs)
+            recs = [r.as_dict() for r in settle(worker, spec)]
+            waiting = []
+            properties.append((RECORD, recs))
+    except BaseException as e:
+        # Cases that wait for a remount that will not come: not the ones that were running.
+        unjudged = [bare_record(i, "error", f"not judged: its group stopped in {where} "
+                                f"({type(e).__name__}) before the remount that ends its check")
+                    for i in waiting]
+        properties.append((RECORD, unjudged))
+        if progress and unjudged:  # Ctrl-C leaves no report to carry them
+            progress.record(*unjudged)
+        raise
+    return recs
 
 
 def panic_if_asked(cell: Cell) -> None:

@@ -15,7 +15,7 @@ from . import hugepages
 from .backings.base import Backing
 from .checks import CHECKS, LOOKS_ONLY, Stored, after_file_to_pin
 from .errors import PinRefused, Skip
-from .expectations import Spec
+from .expectations import Spec, Version
 from .kmsg import Slice
 from .model import Baseline, Case, Cell, Effect, Observation, Result, Trial
 from .mutations import MUTATIONS
@@ -257,8 +257,7 @@ def run_cell(cell: Cell, worker: Worker, spec: Spec) -> list[Result]:
         if isinstance(got, Stored):
             waiting.append(Waiting(case, got, log, share))
             continue
-        out.append(_broken(case, got, log) if isinstance(got, Exception)
-                   else judge(case, got, spec.expect(case, version), log))
+        out.append(_result(case, got, log, spec, version))
         out[-1].duration_s = share
     worker.waiting += waiting
     return out
@@ -307,8 +306,12 @@ def settle(worker: Worker, spec: Spec) -> list[Result]:
     share = (time.monotonic() - start) / len(waiting)
     out = []
     for w, got in zip(waiting, seen, strict=True):
-        log = w.log.then(remount)
-        out.append(_broken(w.case, got, log) if isinstance(got, Exception)
-                   else judge(w.case, got, spec.expect(w.case, version), log))
+        out.append(_result(w.case, got, w.log.then(remount), spec, version))
         out[-1].duration_s = round(w.duration_s + share, 6)
     return out
+
+
+def _result(case: Case, got: Observation | Exception, log: Slice, spec: Spec,
+            version: Version) -> Result:
+    return (_broken(case, got, log) if isinstance(got, Exception)
+            else judge(case, got, spec.expect(case, version), log))
