@@ -120,8 +120,8 @@ def pin_to_file(t: Trial, base: Baseline, effect: Effect) -> Observation | Store
     """Data written into the pinned pages must be what read() and the mapping see, and still
     be in the file after unpin, fsync, cache drop and remount; where the pin is detached it
     must never reach the file, not even after all that. On a backing that remounts, the check
-    ends in a Stored: its file waits, closed, for the remount that one settles (the runner
-    remounts once for a group's files)."""
+    returns a Stored instead: the file waits, closed, and Stored.reread() gives the verdict
+    after the remount (runner.settle() remounts once for a group's files)."""
     wrong = file_as_operation_says(t, base, effect)
     if wrong:
         return wrong
