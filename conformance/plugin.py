@@ -296,6 +296,8 @@ def run_group(group: Group, worker: Worker, spec: Spec, progress: results.Progre
             properties.append((RECORD, recs))
     except BaseException as e:
         # Cases that wait for a remount that will not come: not the ones that were running.
+        # A timeout outside a cell leaves the run going: no later group's remount judges them.
+        worker.waiting.clear()
         unjudged = [bare_record(i, "error", f"not judged: its group stopped in {where} "
                                 f"({type(e).__name__}) before the remount that ends its check")
                     for i in waiting]

@@ -3,6 +3,8 @@ their backing, and are judged on what storage gives back, as when each cell remo
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,10 @@ from conformance import results, runner
 from conformance.backings.blockfs import BlockFs
 from conformance.expectations import Spec
 from conformance.model import Case, Cell
+from conformance.plugin import HOLD_IN
 from conformance.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
 
 GROUP = "odirect.{backing}.shared.rw.written"
 MUTATIONS = ("none", "pwrite", "punch-hole", "store")
@@ -82,3 +87,27 @@ def test_a_case_waiting_for_the_remount_is_not_cut_off(tmp_path: Path) -> None:
     with open(tmp_path / results.PROGRESS, "a") as f:
         f.write(json.dumps(remount) + "\n")
     assert results.read_progress(tmp_path)[2][-1] == f"{cell}.pin-to-file"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: loop devices and mounts")
+def test_a_timeout_outside_a_cell_leaves_nothing_for_the_next_groups_remount(
+        tmp_path: Path) -> None:
+    """A timeout that lands between cells (here in the held cell's wait, before its trial)
+    leaves the run going: the cases whose files waited are not judged, and the next group's
+    remount must not judge them after all (their records would then say two things)."""
+    held = "odirect.ext4.shared.rw.written.pwrite"
+    env = {**os.environ, HOLD_IN: held, "PINHOLE_SCRATCH": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "cases/test_matrix.py", "-p", "no:cacheprovider",
+         "-q", "--pin=odirect", "--backing=ext4", "--state=written", "--timeout=5",
+         f"--pinhole-out={tmp_path / 'out'}"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 1, run.stdout + run.stderr
+    doc = results.load(tmp_path / "out" / "results.json")
+    by_id = {c["id"]: c for c in doc["cases"]}
+    before = by_id["odirect.ext4.shared.rw.written.none.pin-to-file"]
+    assert before["verdict"] == "error" and before["reason"].startswith(
+        f"not judged: its group stopped in {held} (Failed)"), before
+    cut = by_id[f"{held}.pin-to-file"]
+    assert cut["reason"].startswith("TIMEOUT"), cut
+    later = [c for c in doc["cases"] if c["id"].startswith("odirect.ext4.private.")]
+    assert later and not [c for c in later if c["verdict"] in ("fail", "error")]
