@@ -205,8 +205,9 @@ def guest_main(out: Path, micro: str, perf: bool, probes: bool, profile: bool,
         report["mkfs_s"] = guest_mkfs()
     kdir = out / "run"
     kdir.mkdir(exist_ok=True)
-    argv = [sys.executable, *(["-m", "cProfile", "-o", str(out / "guest.prof")] if profile
-                              else []), "-m", "conformance.guest", str(kdir), *selection]
+    # Without site, as pinhole matrix starts it (multikernel.guest_command()).
+    argv = [sys.executable, "-S", *(["-m", "cProfile", "-o", str(out / "guest.prof")] if profile
+                                    else []), "-m", "conformance.guest", str(kdir), *selection]
     perf_bin = shutil.which("perf", path="/usr/bin:/usr/sbin")
     if perf and perf_bin:
         argv = [perf_bin, "record", "-a", "-e", "cpu-clock", "-F", "499", "-g", "-o",
