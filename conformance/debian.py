@@ -251,8 +251,8 @@ class Apt:
         """The kernel builds the lists offer. apt-cache's answer is kept beside the lists
         until they change: asking took 5 s, twice a `pinhole matrix` (checking the specs,
         then fetching the kernel)."""
-        lists = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                       for p in self.lists.iterdir() if p.is_file())
+        lists = sorted((p.name, st.st_size, st.st_mtime_ns)
+                       for p in self.lists.iterdir() if p.is_file() and (st := p.stat()))
         key = hashlib.sha256(repr((lists, self.sources.read_text())).encode()).hexdigest()
         kept = self.root / "index.json"
         with contextlib.suppress(OSError, ValueError, KeyError):

@@ -99,9 +99,9 @@ def _persistent() -> int:
     h->nr_huge_pages), which a lowered count leaves in use until they are freed; read until
     no surplus page was freed in between."""
     while True:
-        surplus = int((POOL / "surplus_hugepages").read_text())
-        total = int((POOL / "nr_hugepages").read_text())
-        if int((POOL / "surplus_hugepages").read_text()) == surplus:
+        surplus = _count(POOL / "surplus_hugepages")
+        total = _count(POOL / "nr_hugepages")
+        if _count(POOL / "surplus_hugepages") == surplus:
             return total - surplus
 
 
