@@ -8,6 +8,7 @@ in; the merged reports and a diff between consecutive kernels go to OUT/.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import site
 import subprocess
@@ -18,16 +19,16 @@ from pathlib import Path
 
 from . import SITE_PATH, bundle, debian, kbuild, kernelview, lifetime, reports, results, vm
 from .expectations import SPEC_CHECKED
-from .guest import GUEST_FILE, PANIC_IN
+from .guest import GUEST_FILE, HOLD_IN, PANIC_IN
 from .model import Case, Result, group_of
 from .running_kernel import parse_version
 
 ROOT = Path(__file__).resolve().parent.parent
-# Two memmap regions become /dev/pmem0 and /dev/pmem1, one per dax backing (mkfs.xfs wants
-# 300 MiB); adjacent regions would merge into one, hence the gap. Below 2 GiB, where q35 puts
-# low memory for a 4 GiB guest, which keeps 3 GiB of RAM.
-PMEM_APPEND = ("memmap=512M!768M", "memmap=512M!1408M")
-GUEST_MEMORY = "4G"
+# Four memmap regions become /dev/pmem0..3, one per dax backing of each of the guest's two
+# workers (mkfs.xfs wants 300 MiB); adjacent regions would merge into one, hence the gaps. q35
+# puts a 6 GiB guest's RAM at 0-2 GiB and 4-8 GiB: two regions in each keep 4 GiB of RAM.
+PMEM_APPEND = ("memmap=512M!768M", "memmap=512M!1408M", "memmap=512M!4608M", "memmap=512M!5248M")
+GUEST_MEMORY = "6G"
 # After a panic in a case, the VM boots again for the cases after it, leaving out the rest of
 # that case's group (its pin, backing, mapping, access and state), this many times at most.
 MAX_PANICS = 8
@@ -70,8 +71,9 @@ def guest_command(kernel: debian.Kernel, out: Path, pytest_args: list[str],
     # second of the guest's start under TCG; python_env() puts the site directories on the path.
     argv = [sys.executable, "-S", "-m", "conformance.guest", str(out), *pytest_args]
     env = python_env()
-    if os.environ.get(PANIC_IN):  # a test's request that the guest panic in one case
-        env += f" {PANIC_IN}={shlex.quote(os.environ[PANIC_IN])}"
+    for hook in (PANIC_IN, HOLD_IN):  # a test asks the guest to panic, or wait, in a cell
+        if os.environ.get(hook):
+            env += f" {hook}={shlex.quote(os.environ[hook])}"
     if os.environ.get(SPEC_CHECKED):  # checked on the host: not again under TCG
         env += f" {SPEC_CHECKED}=1"
     if results.SYNC_ENV in os.environ:  # fsync progress.jsonl or not, whatever the mount
@@ -95,22 +97,52 @@ def what_happened(vm_result: vm.VmResult) -> str:
     return WHAT[vm_result.outcome] + (f" ({vm_result.why})" if vm_result.why else "")
 
 
-def cut_off(ids: list[str], vm_result: vm.VmResult) -> list[dict]:
+# An oops's, WARN's or panic's header line: the task it happened in (6.10 added "UID: N").
+PANIC_TASK = re.compile(r"CPU: \d+ (?:UID: \d+ )?PID: (\d+) Comm: (\S+)")
+
+
+def charged(running: list[str], pids: dict[str, int | None],
+            vm_result: vm.VmResult) -> tuple[list[str], list[str]]:
+    """The cut-off cases a VM's death is charged to, and the bystanders: with several workers
+    in the guest, a panic in one worker's task (its own pid, or a thread named after it:
+    runner's mutation thread, io_uring's iou-wrk-PID) is not the other cells' doing. Where
+    the console names no worker's task (a kernel thread, an interrupt), or for a hang, every
+    running cell is charged."""
+    found = PANIC_TASK.findall(vm_result.console_tail) if vm_result.outcome == "panic" else []
+    if not found:
+        return running, []
+    pid, comm = int(found[-1][0]), found[-1][1]
+    mine = [i for i in running if pids.get(i) is not None
+            and (pids[i] == pid or comm.endswith(f"-{pids[i]}"))]
+    return (mine, [i for i in running if i not in mine]) if mine else (running, [])
+
+
+def cut_off(ids: list[str], vm_result: vm.VmResult,
+            bystanders: Sequence[str] = ()) -> list[dict]:
     """Records for the cases the VM died in: a panic or hang is a finding about the kernel, a
-    stop is not. An id that is no case's (a stray parameter of an older run) is left out."""
+    stop is not; a bystander (charged()) is an error, cut off by another cell's panic. An id
+    that is no case's (a stray parameter of an older run) is left out."""
     reason = f"{what_happened(vm_result)} while this case ran"
+    cells = dict.fromkeys(i.rsplit(".", 1)[0] for i in ids)
+    if len(cells) > 1:  # workers in the guest, and the console does not tell whose it was
+        reason += (f", and so did {len(cells) - 1} more cell(s) in other workers: the console "
+                   "does not say which caused it")
+    first = next(iter(cells), "?")
+    elsewhere = f"cut off: {what_happened(vm_result)} in {first}, another worker's cell"
     tail = vm_result.console_tail[-16384:]
     records = []
-    for i in ids:
+    for i in [*ids, *bystanders]:
+        why = reason if i in ids else elsewhere
         if results.is_control(i):
-            records.append(results.control(i, "error", reason) | {"dmesg": tail})
+            records.append(results.control(i, "error", why) | {"dmesg": tail})
             continue
         try:
             case = Case.from_id(i)
         except ValueError:
             continue
-        seen = ("error", None) if vm_result.outcome == "stopped" else ("fail", "kernel-warning")
-        records.append(Result(case, *seen, reason=reason, dmesg=tail).as_dict())
+        seen = (("error", None) if vm_result.outcome == "stopped" or i not in ids
+                else ("fail", "kernel-warning"))
+        records.append(Result(case, *seen, reason=why, dmesg=tail).as_dict())
     return records
 
 
@@ -120,7 +152,10 @@ def collect(kernel: debian.Kernel, kdir: Path, vm_result: vm.VmResult, started: 
     if vm_result.outcome in ("ok", "failed") and (kdir / "results.json").exists():
         return results.load(kdir / "results.json")
     header, cases, running = results.read_progress(kdir)
-    died = cut_off(running, vm_result) if vm_result.outcome != "failed" else []
+    died = []
+    if vm_result.outcome != "failed":
+        mine, others = charged(running, results.running_pids(kdir), vm_result)
+        died = cut_off(mine, vm_result, others)
     kernel_info = {"release": kernel.release, "version": kernel.package_version or "",
                    "machine": "x86_64"}
     doc = results.document(cases + died, kernel_info, {}, started, time.time())
@@ -220,11 +255,16 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
             header, cases, running = results.read_progress(kdir)
             if running:  # the guest died in a case: record it and boot for the rest
                 planned = planned or header.get("planned")
-                earlier += cases + cut_off(running, res)
-                panics.append({"boot": boots, "cut_off": running})
+                # Another worker's cell, cut off by this panic, runs again in the next boot.
+                mine, again = charged(running, results.running_pids(kdir), res)
+                earlier += cases + cut_off(mine, res)
+                panics.append({"boot": boots, "cut_off": mine})
                 write_done(kdir, earlier, panics)
-                print(f"pinhole matrix: {spec}: the kernel panicked in {running[0]}; booting "
-                      "again for the cases after it (its group's other cells skip)", flush=True)
+                rerun = (f"; {len(again)} cases another worker was running run again"
+                         if again else "")
+                print(f"pinhole matrix: {spec}: the kernel panicked in {mine[0]}; booting "
+                      f"again for the cases after it (its group's other cells skip{rerun})",
+                      flush=True)
                 tries = 0
                 continue
         # A crash before the guest came up is the boot, not a case: once more (seen under TCG).

@@ -33,8 +33,6 @@ RECORD = "pinhole"
 HUGEPAGES_PER_WORKER = 6
 # A run of at most this many cases prints what the kernel view saw of each pinned page.
 SHOW_KERNEL_VIEW = 40
-# Test-only: the cell id whose run waits a minute as it begins (hold_if_asked()).
-HOLD_IN = "PINHOLE_TEST_HOLD_IN"
 # Names every case item's keywords hold besides its id: pytest's -k matches them too.
 ITEM_NAMES = ("cases", "test_matrix.py", "test_group")
 
@@ -318,9 +316,10 @@ def panic_if_asked(cell: Cell) -> None:
 
 
 def hold_if_asked(cell: Cell) -> None:
-    """Test-only (tests/test_robustness.py): the cell HOLD_IN names waits a minute as it
-    begins, so a test's signal lands while a cell runs however fast the rest of the run is."""
-    if os.environ.get(HOLD_IN) == cell.id:
+    """Test-only (tests/test_robustness.py, test_panic.py): the cell HOLD_IN names waits a
+    minute as it begins, so a test's signal, or another worker's panic, lands while a cell
+    runs however fast the rest of the run is."""
+    if os.environ.get(guest.HOLD_IN) == cell.id:
         time.sleep(60)
 
 

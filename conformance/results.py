@@ -251,13 +251,24 @@ def cut_off_record(case_id: str, reason: str, dmesg: str = "") -> dict:
 def read_progress(out: Path) -> tuple[dict, list[dict], list[str]]:
     """progress.jsonl as (its run header, finished cases, ids cut off); the header holds
     "planned" once the cases are collected."""
+    header, cases, begun = _scan(out)
+    return header, list(cases.values()), [i for i in begun if i not in cases]
+
+
+def running_pids(out: Path) -> dict[str, int | None]:
+    """The process that began each case cut off in progress.jsonl (None: a line without it)."""
+    _, cases, begun = _scan(out)
+    return {i: pid for i, pid in begun.items() if i not in cases}
+
+
+def _scan(out: Path) -> tuple[dict, dict[str, dict], dict[str, int | None]]:
     header: dict = {}
     cases: dict[str, dict] = {}
-    begun: dict[str, None] = {}  # in the order they last began
+    begun: dict[str, int | None] = {}  # in the order they last began, with their process
     try:
         lines = (out / PROGRESS).read_text().splitlines()
     except OSError:
-        return {}, [], []
+        return {}, {}, {}
     for line in lines:
         try:
             entry = json.loads(line)
@@ -266,7 +277,7 @@ def read_progress(out: Path) -> tuple[dict, list[dict], list[str]]:
         if "begin" in entry:
             for case_id in entry.get("cases", [entry["begin"]]):
                 begun.pop(case_id, None)
-                begun[case_id] = None
+                begun[case_id] = entry.get("pid")
         elif "waiting" in entry:
             for case_id in entry["waiting"]:
                 begun.pop(case_id, None)
@@ -276,7 +287,7 @@ def read_progress(out: Path) -> tuple[dict, list[dict], list[str]]:
             header = entry["run"]
         elif "planned" in entry:
             header["planned"] = entry["planned"]
-    return header, list(cases.values()), [i for i in begun if i not in cases]
+    return header, cases, begun
 
 
 def salvage(out: Path) -> dict:

@@ -3,6 +3,8 @@ one trial where they can share it, judge each case."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import threading
 import time
@@ -10,6 +12,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import hugepages
 from .backings.base import Backing
@@ -64,6 +67,10 @@ class MutationThread:
         self.thread.start()
 
     def _serve(self) -> None:
+        # Named after its process: a panic in this thread is charged to this worker's cell
+        # (multikernel.charged()), not to another worker's.
+        with contextlib.suppress(OSError):
+            Path("/proc/thread-self/comm").write_text(f"pinhole-{os.getpid()}")
         while True:
             work, future = self.jobs.get()
             try:

@@ -16,7 +16,7 @@ import pytest
 from conformance import results
 from conformance.debian import KernelNotFound, resolve
 from conformance.dimensions import VOCABULARY, cells
-from conformance.guest import PANIC_IN
+from conformance.guest import HOLD_IN, PANIC_IN
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = {"debian:6.12": "6.12.", "debian:6.1": "6.1."}
@@ -88,6 +88,39 @@ def test_a_guest_panic_is_recorded_the_rest_runs_after_a_reboot_and_so_does_the_
             else:
                 assert c["verdict"] == "pass", c
     assert not list(out.glob("*/done.txt"))
+
+
+def test_a_panic_in_one_guest_worker_is_charged_to_its_cell_not_to_the_other_workers(
+        tmp_path: Path) -> None:
+    """Two xdist workers in the guest: xdist gives each two of the four groups. The first
+    worker's first cell waits a minute (HOLD_IN) while the second reaches the victim and
+    panics the kernel: the held cell was running too, but the console names the victim's
+    process, so only the victim fails and the held cell runs again in the next boot."""
+    out = tmp_path / "out"
+    held = "io_uring.memfd.shared.rw.hole.none"
+    victim = "io_uring.memfd.private.rw.written.none"
+    r = subprocess.run(
+        [sys.executable, "-m", "conformance.cli", "matrix", "--kernel", "debian:6.12",
+         f"--out={out}", "--pin=io_uring", "--backing=memfd", "--state=hole,written",
+         "--mutation=none,pwrite", "-n", "2"],
+        cwd=ROOT, env={**os.environ, PANIC_IN: f"{victim}.file-to-pin", HOLD_IN: held},
+        capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "cases another worker was running run again" in r.stdout, r.stdout
+    (doc,) = [results.load(p) for p in out.glob("*/results.json")]
+    assert doc["environment"]["vm"] == "ok" and "incomplete" not in doc, doc["environment"]
+    (panic,) = doc["panics"]
+    assert {i.rsplit(".", 1)[0] for i in panic["cut_off"]} == {victim}
+    ids = [c["id"] for c in doc["cases"]]
+    assert len(ids) == len(set(ids)) and {i for i in ids if not results.is_control(i)} == PLANNED
+    for c in doc["cases"]:
+        if c["id"].startswith(victim + "."):
+            assert c["verdict"] == "fail" and "panicked while this case ran" in c["reason"], c
+            assert "other workers" not in c["reason"], c
+        elif c["id"].startswith(victim.rsplit(".", 1)[0] + "."):
+            assert c["verdict"] == "skip", c  # the rest of the victim's group
+        else:
+            assert c["verdict"] == "pass", c  # the held cell too, in the boot after
 
 
 def qemus(out: Path) -> list[int]:

@@ -377,6 +377,58 @@ def test_matrix_recovery_skips_stray_ids_and_records_a_panic():
     assert "Kernel panic" in records[0]["dmesg"]
 
 
+# Recorded console lines of Debian 6.12's and 6.1's panics (the header's format changed in 6.10).
+PANIC_612 = ("sysrq: Trigger a crash\nKernel panic - not syncing: sysrq triggered crash\n"
+             "CPU: 1 UID: 0 PID: {pid} Comm: {comm} Not tainted 6.12.118+deb13-amd64 #1  Debian\n")
+PANIC_61 = ("BUG: kernel NULL pointer dereference, address: 0000000000000008\n"
+            "CPU: 0 PID: {pid} Comm: {comm} Not tainted 6.1.0-41-amd64 #1 Debian 6.1.158-1\n"
+            "Kernel panic - not syncing: Fatal exception\n")
+
+
+@pytest.mark.parametrize("console", [PANIC_612, PANIC_61], ids=["6.12", "6.1"])
+@pytest.mark.parametrize(("pid", "comm", "charged"), [
+    (221, "python3", "a"),  # the worker's own process
+    (230, "pinhole-221", "a"),  # its mutation thread
+    (240, "iou-wrk-222", "b"),  # io_uring's worker for the other
+    (57, "kworker/1:2", "ab"),  # no worker's task: both charged
+])
+def test_a_panic_with_two_workers_is_charged_to_the_one_it_happened_in(
+        tmp_path, console, pid, comm, charged):
+    from conformance import multikernel, vm
+
+    cells = {"a": "io_uring.memfd.shared.rw.hole.none", "b": "io_uring.ext4.shared.rw.hole.pwrite"}
+    progress = [{"run": {"kernel": {}, "started": 0}},
+                {"begin": cells["a"], "cases": [f"{cells['a']}.file-to-pin"], "pid": 221},
+                {"begin": cells["b"], "cases": [f"{cells['b']}.file-to-pin",
+                                                f"{cells['b']}.pin-to-file"], "pid": 222}]
+    (tmp_path / results.PROGRESS).write_text("".join(json.dumps(e) + "\n" for e in progress))
+    _, _, running = results.read_progress(tmp_path)
+    res = vm.VmResult("panic", None, "", "", console.format(pid=pid, comm=comm), "tcg",
+                      1.0, 1.0, 2.0, [])
+    mine, others = multikernel.charged(running, results.running_pids(tmp_path), res)
+    assert {i.rsplit(".", 1)[0] for i in mine} == {cells[k] for k in charged}
+    assert sorted(mine + others) == sorted(running)
+    records = {r["id"]: r for r in multikernel.cut_off(mine, res, others)}
+    for i in mine:
+        assert records[i]["verdict"] == "fail" and "panicked while this case ran" in (
+            records[i]["reason"])
+        assert ("more cell(s) in other workers" in records[i]["reason"]) == (len(charged) > 1)
+    for i in others:
+        assert records[i]["verdict"] == "error" and records[i]["reason"].startswith(
+            f"cut off: the kernel panicked in {cells[charged]}, another worker's cell")
+
+
+def test_a_hang_is_charged_to_every_running_cell():
+    from conformance import multikernel, vm
+
+    res = vm.VmResult("timeout", None, "", "", PANIC_612.format(pid=221, comm="python3"),
+                      "tcg", 1.0, 1.0, 2.0, [])
+    running = ["io_uring.memfd.shared.rw.hole.none.file-to-pin",
+               "io_uring.ext4.shared.rw.hole.pwrite.file-to-pin"]
+    assert multikernel.charged(running, {running[0]: 221, running[1]: 222}, res) == (
+        running, [])
+
+
 def test_a_lost_vm_is_not_ok_over_its_plan():
     lost = doc("6.1", [])
     lost["incomplete"] = "the VM ended without a status (virtme-run: not found)"

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from conformance import hugepages, results
-from conformance.plugin import HOLD_IN
+from conformance.guest import HOLD_IN
 
 ROOT = Path(__file__).resolve().parent.parent
 SELECTION = ["--backing=memfd,memfd-hugetlb,ext4,xfs", "--state=hole,written"]

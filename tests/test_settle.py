@@ -12,8 +12,8 @@ import pytest
 from conformance import results, runner
 from conformance.backings.blockfs import BlockFs
 from conformance.expectations import Spec
+from conformance.guest import HOLD_IN
 from conformance.model import Case, Cell
-from conformance.plugin import HOLD_IN
 from conformance.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
