@@ -23,6 +23,9 @@ from pathlib import Path
 
 from .debian import Kernel, cache_root
 
+# vCPUs a VM gets: with two, the guest's pytest and the kernel threads it wakes each have one.
+CPUS = 2
+
 # oops=panic and vng's own panic=-1 and -no-reboot turn an oops into the end of the VM.
 BOOT_ARGS = ("oops=panic",)
 # udev coldplug would load kvm_amd/kvm_intel in the guest: seconds under TCG, and useless there.
@@ -165,7 +168,7 @@ def unshareable(path: Path) -> str | None:
 
 
 def vng_command(kernel: Kernel, shell: str, *, accel: str, append: Sequence[str] = (),
-                rwdirs: Sequence[Path] = (), memory: str = "2G", cpus: int = 2,
+                rwdirs: Sequence[Path] = (), memory: str = "2G", cpus: int = CPUS,
                 vng: str = "vng", fast: bool = False) -> list[str]:
     """The vng command line that boots kernel and runs shell inside it; fast adds
     FAST_BOOT_ARGS and FAST_CPU under TCG."""
@@ -296,7 +299,7 @@ def accelerator(kernel: Kernel, *, probe_timeout: float = KVM_PROBE_TIMEOUT) -> 
 
 def boot_and_run(kernel: Kernel, command: list[str] | str, *, timeout: float,
                  append: Sequence[str] = (), rwdirs: Sequence[Path] = (), memory: str = "2G",
-                 cpus: int = 2, accel: str | None = None,
+                 cpus: int = CPUS, accel: str | None = None,
                  fast: bool | None = None) -> VmResult:
     """Boot kernel, run command (argv list, or a shell string) as root, power off.
 

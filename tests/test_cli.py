@@ -221,6 +221,26 @@ def test_xdist_disabled(args, off):
     assert xdist_disabled(args) is off
 
 
+@pytest.mark.parametrize("dims,args,workers", [
+    ({}, [], ["-n", "2"]),  # the whole matrix
+    ({"state": ["hole,written"], "mutation": ["none,pwrite,store,pin-write,punch-hole,"
+                                              "truncate-down,odirect-write,fork-write"]},
+     [], []),  # CI's selection: 2,412 cells
+    ({}, ["-k", "ext4"], ["-n", "2"]),  # 5,280 cells
+    ({}, ["-k", "ext4 and io_uring"], []),
+    ({"shard": "1/8"}, [], []),
+    ({}, ["-n", "1"], []), ({}, ["-p", "no:xdist"], []), ({}, ["--numprocesses=3"], []),
+])
+def test_a_large_selection_runs_in_a_worker_a_vcpu_in_the_guest(dims, args, workers, capsys):
+    import argparse
+
+    from conformance.cli import VOCABULARY, guest_workers
+
+    ns = argparse.Namespace(**{d: dims.get(d, []) for d in VOCABULARY}, shard=dims.get("shard"))
+    assert guest_workers(ns, args, 2) == workers
+    assert ("2 xdist workers, one a vCPU" in capsys.readouterr().out) == bool(workers)
+
+
 def test_old_runs_are_pruned_but_not_a_running_one_nor_foreign_files(tmp_path, monkeypatch):
     import fcntl
 

@@ -2,6 +2,7 @@
 
 import fcntl
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -172,3 +173,14 @@ def test_a_guest_that_never_comes_up_is_stopped_at_the_boot_deadline(tmp_path: P
     # Without a file to watch, only the run's timeout ends it.
     rc, seconds, hung = vm._run_vng(["sh", "-c", "sleep 60"], 1, tmp_path / "console")
     assert (rc, hung) == (None, False) and seconds < 30
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: mounting a tmpfs (run as root)")
+def test_loop_images_go_in_a_tmpfs_of_huge_pages(tmp_path: Path) -> None:
+    where, what = guest.huge_scratch(str(tmp_path))
+    try:
+        assert where == str(tmp_path / "pinhole-scratch") and what.endswith("huge=always")
+        fstype, options = mount_of(Path(where))
+        assert fstype == "tmpfs" and "huge=always" in options, options
+    finally:
+        subprocess.run(["umount", where], check=True)
