@@ -156,7 +156,7 @@ def boot(kernel_spec: str, patches: list[Path], cells: list[tuple[str, ...]],
                   f"exec {shlex.join(argv)}"
         t1 = time.monotonic()
         res = vm.boot_and_run(kernel, command, timeout=timeout, rwdirs=[out],
-                              append=multikernel.PMEM_APPEND)
+                              append=multikernel.PMEM_APPEND, memory=multikernel.GUEST_MEMORY)
         doc = (json.loads((out / "kernelview.json").read_text())
                if (out / "kernelview.json").is_file() else
                {"records": [], "error": f"vm {res.outcome}: {res.stdout[-2000:]}"})
