@@ -18,6 +18,7 @@ CDEF = """
     int madvise(void *addr, size_t length, int advice);
     int fallocate(int fd, int mode, long offset, long len);
     int msync(void *addr, size_t length, int flags);
+    int mlockall(int flags);
     long syscall(long number, ...);
     int ioctl(int fd, unsigned long request, ...);
 
@@ -180,6 +181,7 @@ MADV_HUGEPAGE = 14
 MADV_COLD = 20
 MADV_PAGEOUT = 21
 MS_SYNC = 4
+MCL_CURRENT = 1
 
 # include/uapi/linux/stat.h, fcntl.h
 STATX_ATTR_DAX = 0x00200000

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from _pytest.mark.expression import Expression
 
-from . import cpus, guest, hugepages, lifetime, probe, results
+from . import cgroups, cpus, guest, hugepages, lifetime, probe, results
 from .availability import missing
 from .checks import OPT_IN, unavailable
 from .dimensions import VOCABULARY, UnknownName, cells, is_group_id, names, universe
@@ -173,6 +173,9 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         lifetime.die_with_parent()  # an xdist worker must not outlive a killed controller
         cpus.keep_to_own_cpu(config.workerinput)
+        if os.environ.get(guest.IN_GUEST):  # the main process: guest.main()
+            cgroups.enter_worker(str(config.workerinput.get("workerid", "worker")))
+            guest.lock_mapped_pages()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

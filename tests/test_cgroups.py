@@ -18,9 +18,19 @@ def test_the_guest_moves_into_a_memory_cgroup_of_its_own(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     root = fake_root(tmp_path, "cpu memory pids")
     monkeypatch.setattr(cgroups, "mounts", lambda: [str(root)])
-    assert cgroups.enter_own(root) == "/pinhole (memory controller on)"
+    assert cgroups.enter_own(root) == "/pinhole/main (memory controller on)"
     assert (root / "cgroup.subtree_control").read_text() == "+memory"
-    assert (root / "pinhole" / "cgroup.procs").read_text() == str(os.getpid())
+    assert (root / "pinhole" / "cgroup.subtree_control").read_text() == "+memory"
+    assert not (root / "pinhole" / "cgroup.procs").exists()  # no process in an inner group
+    assert (root / "pinhole" / "main" / "cgroup.procs").read_text() == str(os.getpid())
+    # An xdist worker of that guest: a group of its own beside the main process's.
+    assert cgroups.enter_worker("gw1", root) == "/pinhole/gw1 (memory controller on)"
+    assert (root / "pinhole" / "gw1" / "cgroup.procs").read_text() == str(os.getpid())
+
+
+def test_a_worker_outside_a_guest_cgroup_stays(tmp_path: Path) -> None:
+    assert cgroups.enter_worker("gw0", fake_root(tmp_path, "memory")) is None
+    assert not (tmp_path / "pinhole").exists()
 
 
 @pytest.mark.parametrize("controllers,mounted,why", [

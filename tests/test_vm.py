@@ -3,6 +3,7 @@
 import fcntl
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -184,3 +185,18 @@ def test_loop_images_go_in_a_tmpfs_of_huge_pages(tmp_path: Path) -> None:
         assert fstype == "tmpfs" and "huge=always" in options, options
     finally:
         subprocess.run(["umount", where], check=True)
+
+
+def test_the_guest_locks_what_is_mapped_and_not_what_is_mapped_later() -> None:
+    """In a child process: mlockall() would hold this test process's pages to the end."""
+    code = ("import mmap, re; from conformance import guest; print(guest.lock_mapped_pages()); "
+            "status = lambda: int(re.search(r'VmLck:\\s+(\\d+)', "
+            "open('/proc/self/status').read())[1]); before = status(); "
+            "m = mmap.mmap(-1, 1 << 20); m[:] = bytes(1 << 20); print(before, status() - before)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    said, sizes = run.stdout.splitlines()
+    locked, later = map(int, sizes.split())
+    if os.geteuid() != 0 and said.startswith("not locked"):
+        pytest.skip(f"needs root or a larger RLIMIT_MEMLOCK: {said}")
+    assert said == "locked" and locked > 1024 and later == 0, run.stdout + run.stderr
