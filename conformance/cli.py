@@ -193,7 +193,7 @@ def guest_workers(args: argparse.Namespace, pytest_args: list[str], cpus: int) -
     selection of GUEST_WORKERS_FROM cells or more (-k and --shard counted)."""
     if xdist_disabled(pytest_args) or asks_for_workers(pytest_args):
         return []
-    from .plugin import keyword_filter
+    from .plugin import keyword_filter  # here: it imports pytest, which other commands need not
 
     keyword = next((b for a, b in zip(pytest_args, [*pytest_args[1:], ""], strict=False)
                     if a == "-k"), "")

@@ -18,11 +18,13 @@ from pathlib import Path
 import pluggy
 
 from . import bundle, cgroups, cpus, flakey, results, scratch
+from .abi import MCL_CURRENT, libc
 from .backings import BACKINGS
 from .backings.blockfs import BlockFs
 from .kernelview.debuginfo import ENV as VMLINUX_ENV
 from .mounts import mount_of
 from .pins import MECHANISMS
+from .syscalls import check
 
 # What the backings, pin mechanisms and controls need loaded, each with what shows it built
 # in (a driver built in has no module, and no /sys/module/<name> unless it has parameters).
@@ -148,9 +150,6 @@ def lock_mapped_pages() -> str:
     under TCG, 3.5 ms with them locked. Only what is mapped now is locked: the files under
     test are mapped later, and reclaim sees them as ever. Returns what happened (guest.json's
     mapped_pages)."""
-    from .abi import MCL_CURRENT, libc
-    from .syscalls import check
-
     try:
         check(libc.mlockall(MCL_CURRENT), "mlockall(MCL_CURRENT)")
     except OSError as e:
