@@ -117,6 +117,16 @@ def charged(running: list[str], pids: dict[str, int | None],
     return (mine, [i for i in running if i not in mine]) if mine else (running, [])
 
 
+def panic_lines(vm_result: vm.VmResult) -> list[str]:
+    """The console's last panic line and task line, where the VM panicked: what a boot that
+    never reached its guest keeps of its console (environment.lost_boots)."""
+    if vm_result.outcome != "panic":
+        return []
+    lines = [line.strip() for line in vm_result.console_tail.splitlines()]
+    return ([line for line in lines if "Kernel panic" in line][-1:]
+            + [line for line in lines if PANIC_TASK.search(line)][-1:])
+
+
 def cut_off(ids: list[str], vm_result: vm.VmResult,
             bystanders: Sequence[str] = ()) -> list[dict]:
     """Records for the cases the VM died in: a panic or hang is a finding about the kernel, a
@@ -270,7 +280,7 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
         # A crash before the guest came up is the boot, not a case: once more (seen under TCG).
         if came_up or tries == 2:
             break
-        lost.append(what_happened(res))
+        lost.append(what_happened(res) + "".join(f": {line}" for line in panic_lines(res)))
         print(f"pinhole matrix: {spec}: the guest never came up ({lost[-1]}); booting once "
               "more", flush=True)
     doc = collect(kernel, kdir, res, started)

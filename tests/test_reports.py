@@ -418,6 +418,18 @@ def test_a_panic_with_two_workers_is_charged_to_the_one_it_happened_in(
             f"cut off: the kernel panicked in {cells[charged]}, another worker's cell")
 
 
+@pytest.mark.parametrize("console", [PANIC_612, PANIC_61], ids=["6.12", "6.1"])
+def test_a_boot_lost_to_a_panic_keeps_its_panic_and_task_lines(console):
+    from conformance import multikernel, vm
+
+    res = vm.VmResult("panic", None, "", "", "[    3.1] early noise\n"
+                      + console.format(pid=1, comm="swapper/0"), "tcg", 1.0, 1.0, 2.0, [])
+    said, task = multikernel.panic_lines(res)
+    assert said.startswith("Kernel panic - not syncing: ") and "PID: 1 Comm: swapper/0" in task
+    assert multikernel.panic_lines(vm.VmResult("timeout", None, "", "", console, "tcg",
+                                               1.0, 1.0, 2.0, [])) == []
+
+
 def test_a_hang_is_charged_to_every_running_cell():
     from conformance import multikernel, vm
 
