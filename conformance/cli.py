@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import lifetime, reports, results
 from . import probe as probe_mod
-from .cpus import asks_for_workers
+from .cpus import numprocesses
 from .dimensions import VOCABULARY, UnknownName, cells, names, parse_case, universe
 from .expectations import LAYER_NAMES, LAYERS, SPEC_CHECKED, Entry, Spec, SpecError, Step, traits
 from .running_kernel import parse_version, running
@@ -191,7 +191,7 @@ GUEST_WORKERS_FROM = 4000
 def guest_workers(args: argparse.Namespace, pytest_args: list[str], cpus: int) -> list[str]:
     """-n for the guests' pytest where the arguments say nothing of workers: one a vCPU for a
     selection of GUEST_WORKERS_FROM cells or more (-k and --shard counted)."""
-    if xdist_disabled(pytest_args) or asks_for_workers(pytest_args):
+    if xdist_disabled(pytest_args) or numprocesses(pytest_args) is not None:
         return []
     from .plugin import keyword_filter  # here: it imports pytest, which other commands need not
 

@@ -42,8 +42,19 @@ def keep_to_first_cpu() -> int:
     return cpu
 
 
+def numprocesses(pytest_args: list[str]) -> str | None:
+    """The value of pytest's -n N, -nN or --numprocesses[=]N (xdist's), or None."""
+    for i, a in enumerate(pytest_args):
+        if a in ("-n", "--numprocesses"):
+            return pytest_args[i + 1] if i + 1 < len(pytest_args) else ""
+        if a.startswith("--numprocesses="):
+            return a.partition("=")[2]
+        if a.startswith("-n") and not a.startswith("--"):
+            return a[2:]
+    return None
+
+
 def asks_for_workers(pytest_args: list[str]) -> bool:
-    """Whether pytest's arguments start xdist workers (-n N, -nN, --numprocesses[=]N): they
-    must not inherit one CPU, so the process that starts them stays free."""
-    return any(a == "-n" or (a.startswith("-n") and not a.startswith("--"))
-               or a.startswith("--numprocesses") for a in pytest_args)
+    """Whether pytest's arguments start xdist workers: they must not inherit one CPU, so the
+    process that starts them stays free. -n 0 starts none (xdist runs the tests itself)."""
+    return numprocesses(pytest_args) not in (None, "0")

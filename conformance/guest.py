@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pluggy
 
-from . import bundle, cgroups, cpus, flakey, results, scratch
+from . import bundle, cgroups, cpus, flakey, ports, results, scratch
 from .abi import MCL_CURRENT, libc
 from .backings import BACKINGS
 from .backings.blockfs import BlockFs
@@ -94,9 +94,10 @@ class ModulesLoaded:
     completes guest.json with what each came to."""
 
     def __init__(self, out: Path, guest: dict, filesystems: subprocess.Popen | None,
-                 drivers: dict[str, subprocess.Popen | str]) -> None:
+                 drivers: dict[str, subprocess.Popen | str], workers: bool) -> None:
         self.out, self.guest = out, guest
         self.filesystems, self.drivers = filesystems, drivers
+        self.workers = workers
 
     @pluggy.HookimplMarker("pytest")(tryfirst=True)  # pytest.hookimpl, without pytest
     def pytest_configure(self) -> None:
@@ -113,7 +114,10 @@ class ModulesLoaded:
     @pluggy.HookimplMarker("pytest")(tryfirst=True)
     def pytest_sessionstart(self) -> None:
         self.guest["seconds"]["uptime_at_session"] = _uptime()
-        self.guest["mapped_pages"] = lock_mapped_pages()  # xdist's workers: in plugin.py
+        # xdist's workers lock their own (plugin.py); this process, their controller, runs
+        # no cell and is in a cgroup of its own, where no memory.reclaim of theirs reaches.
+        self.guest["mapped_pages"] = ("not locked: xdist's workers run the cells" if self.workers
+                                      else lock_mapped_pages())
         write_guest(self.out, self.guest)
 
     @pluggy.HookimplMarker("pytest")
@@ -221,13 +225,15 @@ def main(argv: list[str]) -> int:
     cgroup = cgroups.enter_own()  # before any thread or child: they would stay behind
     # Started first, so they may run on the other vCPU while this one imports pytest.
     filesystems, drivers = preload_filesystems(), start_modules()
-    cpu = None if cpus.asks_for_workers(pytest_args) else cpus.keep_to_first_cpu()
+    workers = cpus.asks_for_workers(pytest_args)
+    cpu = None if workers else cpus.keep_to_first_cpu()
     where, scratch_is = huge_scratch(writable_tmpfs())
     os.environ[scratch.ENV] = where
     imports = (f"{bundle.GUEST_ZIP}, then the host's root over 9p"
                if bundle.GUEST_ZIP in sys.path else "the host's root over 9p")
     guest = {"modules": "loading", "scratch": scratch_is, "cpu": cpu, "cgroup": cgroup,
              "imports": imports,
+             "progress_ports": ports.described(),
              "progress_fsync": sync, "progress_fsync_why": why, "seconds": seconds,
              "vmlinux": os.environ.get(VMLINUX_ENV)}  # for the kernel view, if known
     # Written first: its presence tells the host the guest came up, should the kernel die.
@@ -243,16 +249,17 @@ def main(argv: list[str]) -> int:
     # under TCG.
     return pytest.main([str(root / "cases"), "-p", "no:cacheprovider", "-q", "--assert=plain",
                         *named_plugins(pytest_args), f"--pinhole-out={out}", *pytest_args],
-                       plugins=[ModulesLoaded(out, guest, filesystems, drivers)])
+                       plugins=[ModulesLoaded(out, guest, filesystems, drivers, workers)])
 
 
 def named_plugins(pytest_args: list[str]) -> list[str]:
     """The pytest plugins the guest's run needs, for pytest with autoloading off: finding
     them reads every installed distribution's metadata, a 9p round trip each under TCG, and
-    xdist is needed only for workers (-n). A user's other plugin comes with -p NAME."""
+    xdist is needed only for -n (workers, or -n 0). A user's other plugin comes with -p NAME."""
     given = {name.removeprefix("no:") for name in plugin_args(pytest_args)}
     timeout = [] if given & {"pytest_timeout", "timeout"} else ["-p", "pytest_timeout"]
-    workers = cpus.asks_for_workers(pytest_args) and not given & {"xdist", "xdist.plugin"}
+    workers = (cpus.numprocesses(pytest_args) is not None
+               and not given & {"xdist", "xdist.plugin"})
     return [*timeout, *(["-p", "xdist.plugin"] if workers else [])]
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import SITE_PATH, bundle, debian, kbuild, kernelview, lifetime, reports, results, vm
+from . import SITE_PATH, bundle, debian, kbuild, kernelview, lifetime, ports, reports, results, vm
 from .expectations import SPEC_CHECKED
 from .guest import GUEST_FILE, HOLD_IN, PANIC_IN
 from .model import Case, Result, group_of
@@ -187,8 +187,7 @@ def write_done(kdir: Path, earlier: list[dict], panics: list[dict]) -> None:
     lines = [*(c["id"] for c in earlier), *(f"{results.PANICKED} {group_of(c)} {c}"
                                             for c in cells)]
     (kdir / DONE).write_text("".join(f"{line}\n" for line in lines))
-    for stale in (results.PROGRESS, GUEST_FILE):
-        (kdir / stale).unlink(missing_ok=True)
+    (kdir / GUEST_FILE).unlink(missing_ok=True)
 
 
 def after_panics(doc: dict, earlier: list[dict], panics: list[dict], planned: int | None,
@@ -233,7 +232,7 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
         print(f"pinhole matrix: {spec}: {gap}", flush=True)
     kdir = out / kernel.release
     kdir.mkdir(parents=True, exist_ok=True)
-    for stale in (results.PROGRESS, "results.json", GUEST_FILE):
+    for stale in ("results.json", GUEST_FILE):
         (kdir / stale).unlink(missing_ok=True)
     fast, accel = vm.fast_boot(), None
     started = time.time()
@@ -245,6 +244,9 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
     while True:
         boots += 1
         tries += 1
+        # The guest's ports append to it (ports.py): each boot starts it afresh; a panicked
+        # boot's lines are in `earlier` by now.
+        (kdir / results.PROGRESS).unlink(missing_ok=True)
         args = [*pytest_args, f"--pinhole-done={kdir / DONE}"] if earlier else pytest_args
         try:
             if accel is None:  # a KVM probe may boot: inside the try, like the run itself
@@ -256,7 +258,8 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
                           flush=True)
             res = vm.boot_and_run(kernel, guest_command(kernel, kdir, args, imports),
                                   timeout=timeout, append=PMEM_APPEND, rwdirs=[kdir],
-                                  memory=GUEST_MEMORY, accel=accel, fast=fast)
+                                  memory=GUEST_MEMORY, accel=accel, fast=fast,
+                                  qemu=[ports.qemu_options(kdir / results.PROGRESS)])
         except lifetime.Stopped as e:  # the VM is gone already (vm._run_vng): keep what ran
             res = vm.stopped(e.signum, time.time() - started)
             break

@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
+from . import ports
 from .model import VERDICTS, Case, Result
 
 SCHEMA = "pinhole/2"
@@ -191,7 +192,7 @@ class Progress:
     so a run that dies (a killed worker, a kernel panic) keeps what finished and names what
     was running. The controller starts the file (kernel and start time); the process that
     runs a cell appends its begin and records itself, each entry one write() to an O_APPEND
-    file, so workers' lines never interleave."""
+    file, so workers' lines never interleave (in a pinhole VM, to a port: ports.py)."""
 
     def __init__(self, out: Path, header: dict | None = None) -> None:
         """With a header: start the file for a run. Without: append to the run's file."""
@@ -201,15 +202,27 @@ class Progress:
             flags |= os.O_CREAT | os.O_TRUNC
         self.path = out / PROGRESS
         self._fd = os.open(self.path, flags, 0o644)
-        # In a VM the file is on 9p, cached in the guest: a panic would lose what is not synced.
-        self._sync = bool(os.environ.get(SYNC_ENV))
+        # In a pinhole VM the lines go to the host through a port of this process's.
+        self._ports = ports.writer(self._fd)
+        # Through 9p with a guest cache (guest.progress_needs_sync()), a panic would lose what
+        # is not synced; a port's write is on the host already.
+        self._sync = bool(os.environ.get(SYNC_ENV)) and not self.port
         if header is not None:
             self._write({"run": header})
 
     def _write(self, *entries: dict) -> None:
-        os.write(self._fd, "".join(json.dumps(e) + "\n" for e in entries).encode())
+        data = "".join(json.dumps(e) + "\n" for e in entries).encode()
+        if self._ports:
+            self._ports.write(data)
+        else:
+            os.write(self._fd, data)
         if self._sync:
             os.fsync(self._fd)
+
+    @property
+    def port(self) -> Path | None:
+        """The virtio port this process writes through (ports.py), or None: the file itself."""
+        return self._ports.port if self._ports else None
 
     def planned(self, count: int) -> None:
         self._write({"planned": count})
@@ -228,6 +241,8 @@ class Progress:
 
     def close(self) -> None:
         if self._fd >= 0:
+            if self._ports:
+                self._ports.close()
             os.close(self._fd)
             self._fd = -1
 

@@ -169,9 +169,10 @@ def unshareable(path: Path) -> str | None:
 
 def vng_command(kernel: Kernel, shell: str, *, accel: str, append: Sequence[str] = (),
                 rwdirs: Sequence[Path] = (), memory: str = "2G", cpus: int = CPUS,
-                vng: str = "vng", fast: bool = False) -> list[str]:
+                vng: str = "vng", fast: bool = False, qemu: Sequence[str] = ()) -> list[str]:
     """The vng command line that boots kernel and runs shell inside it; fast adds
-    FAST_BOOT_ARGS and FAST_CPU under TCG."""
+    FAST_BOOT_ARGS and FAST_CPU under TCG, and qemu more of QEMU's options (each a string of
+    them, split at spaces by vng)."""
     cmd = [vng, "--verbose", "--force-9p", "--cpus", str(cpus), "--memory", memory,
            "--run", str(kernel.build_dir or kernel.vmlinuz)]
     if accel == "tcg":
@@ -185,6 +186,7 @@ def vng_command(kernel: Kernel, shell: str, *, accel: str, append: Sequence[str]
         cmd += ["--rwdir", str(d)]
     if accel == "tcg" and fast:
         cmd.append(f"--qemu-opts=-cpu {FAST_CPU}")  # one argument: a later -cpu wins
+    cmd += [f"--qemu-opts={opts}" for opts in qemu]
     return [*cmd, "--exec", shell]
 
 
@@ -300,13 +302,14 @@ def accelerator(kernel: Kernel, *, probe_timeout: float = KVM_PROBE_TIMEOUT) -> 
 def boot_and_run(kernel: Kernel, command: list[str] | str, *, timeout: float,
                  append: Sequence[str] = (), rwdirs: Sequence[Path] = (), memory: str = "2G",
                  cpus: int = CPUS, accel: str | None = None,
-                 fast: bool | None = None) -> VmResult:
+                 fast: bool | None = None, qemu: Sequence[str] = ()) -> VmResult:
     """Boot kernel, run command (argv list, or a shell string) as root, power off.
 
     timeout covers the whole VM, boot included; a guest that has not started the command
     BOOT_TIMEOUT_S after the boot began is stopped, its outcome "lost" (a hung boot).
     accel None detects it (see accelerator()).
     fast appends FAST_BOOT_ARGS under TCG; None: unless PINHOLE_FAST_BOOT=0 (fast_boot()).
+    qemu: more of QEMU's options (vng_command()).
     """
     accel = accel or accelerator(kernel)
     fast = fast_boot() if fast is None else fast
@@ -323,7 +326,7 @@ def boot_and_run(kernel: Kernel, command: list[str] | str, *, timeout: float,
         script.write_text(WRAPPER.format(command=shell, dir=shlex.quote(str(work))))
         cmd = vng_command(kernel, f"/bin/sh {shlex.quote(str(script))}", accel=accel,
                           append=append, rwdirs=[work, *rwdirs], memory=memory, cpus=cpus,
-                          vng=vng_binary(), fast=fast)
+                          vng=vng_binary(), fast=fast, qemu=qemu)
         rc, total, hung = _run_vng(cmd, timeout, work / "console", came_up=work / "started")
         console = _read(work / "console")
         fields = _read(work / "status").split()

@@ -230,6 +230,7 @@ def test_xdist_disabled(args, off):
     ({}, ["-k", "ext4 and io_uring"], []),
     ({"shard": "1/8"}, [], []),
     ({}, ["-n", "1"], []), ({}, ["-p", "no:xdist"], []), ({}, ["--numprocesses=3"], []),
+    ({}, ["-n", "0"], []),
 ])
 def test_a_large_selection_runs_in_a_worker_a_vcpu_in_the_guest(dims, args, workers, capsys):
     import argparse

@@ -29,6 +29,8 @@ def test_a_guest_asked_for_workers_stays_free() -> None:
     for args in (["-n", "2"], ["-n2"], ["-nauto"], ["--numprocesses=2"], ["--numprocesses", "2"]):
         assert asks_for_workers(["--pin=io_uring", *args]), args
     assert not asks_for_workers(["--pin=io_uring", "--state=hole", "-k", "pwrite"])
+    for args in (["-n", "0"], ["-n0"], ["--numprocesses=0"], ["--numprocesses", "0"]):
+        assert not asks_for_workers(args), args  # xdist runs the tests in its own process
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
