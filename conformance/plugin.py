@@ -6,6 +6,7 @@ that runs a cell writes its progress.jsonl lines itself, as the cell begins and 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from .worker import Worker
 
 SPEC = pytest.StashKey[Spec]()
 PLAN = pytest.StashKey["Plan"]()
+XPASS = pytest.StashKey[str | None]()  # a group item's first xpass, from conclude()
 RECORD = "pinhole"
 # Hugepages per worker: a three-page file, a private copy, a copy source, and one spare.
 HUGEPAGES_PER_WORKER = 6
@@ -252,21 +254,22 @@ def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker,
     spec = request.config.stash[SPEC]
 
     def run(group: Group) -> None:
+        judged: list[dict] = []
         recs = run_group(group, pinhole_worker, spec, pinhole_progress,
-                         request.node.user_properties)
+                         request.node.user_properties, judged)
         if pinhole_progress:
             pinhole_progress.record(*recs)
-        conclude(records_of(request.node.user_properties))
+        request.node.stash[XPASS] = conclude(judged)
 
     return run
 
 
 def run_group(group: Group, worker: Worker, spec: Spec, progress: results.Progress | None,
-              properties: list[tuple[str, object]]) -> list[dict]:
+              properties: list[tuple[str, object]], judged: list[dict]) -> list[dict]:
     """The group's cells in turn, then the remount their pin-to-file files wait for
-    (runner.settle()); each step's records go on the item's properties as it ends, and to
-    progress.jsonl with the next step's begin. Returns the last step's records, not yet
-    written there."""
+    (runner.settle()); each step's records go on the item's properties (and into judged) as
+    it ends, and to progress.jsonl with the next step's begin. Returns the last step's
+    records, not yet written there."""
     recs: list[dict] = []
     waiting: list[str] = []  # pin-to-file cases whose files wait for the remount
     new: list[str] = []  # those of the cell before
@@ -287,14 +290,16 @@ def run_group(group: Group, worker: Worker, spec: Spec, progress: results.Progre
             done = {r["id"] for r in recs}
             new = [c.id for c in cell.cases if c.id not in done]
             waiting += new
-            properties.append((RECORD, recs))
+            properties.append(carried(recs))
+            judged += recs
         if waiting:
             where = "the remount"
             if progress:
                 progress.begin(f"remount for {group.id}", waiting, *recs)
             recs = [r.as_dict() for r in settle(worker, spec)]
             waiting = []
-            properties.append((RECORD, recs))
+            properties.append(carried(recs))
+            judged += recs
     except BaseException as e:
         # Cases that wait for a remount that will not come: not the ones that were running.
         # A timeout outside a cell leaves the run going: no later group's remount judges them.
@@ -302,7 +307,7 @@ def run_group(group: Group, worker: Worker, spec: Spec, progress: results.Progre
         unjudged = [bare_record(i, "error", f"not judged: its group stopped in {where} "
                                 f"({type(e).__name__}) before the remount that ends its check")
                     for i in waiting]
-        properties.append((RECORD, unjudged))
+        properties.append(carried(unjudged))
         if progress and unjudged:  # Ctrl-C leaves no report to carry them
             progress.record(*unjudged)
         raise
@@ -326,8 +331,9 @@ def hold_if_asked(cell: Cell) -> None:
         time.sleep(60)
 
 
-def conclude(done: list[dict]) -> None:
-    """The item's outcome is its worst case's: a failure names every failing case."""
+def conclude(done: list[dict]) -> str | None:
+    """The item's outcome is its worst case's: a failure names every failing case. Returns
+    the reason of its first xpass, for its report (pytest_runtest_makereport())."""
     bad = [r for r in done if r["verdict"] in ("fail", "error")]
     if bad:
         pytest.fail("\n".join(f"[{r['verdict']}] {r['id']}: {r['reason']}"
@@ -340,12 +346,19 @@ def conclude(done: list[dict]) -> None:
         # Without a traceback: pytest formats one for every xfail (seconds under TCG), and
         # the reason says all.
         raise pytest.xfail.Exception(xfail[0]["reason"], pytrace=False)
+    return next((r["reason"] for r in done if r["verdict"] == "xpass"), None)
+
+
+def carried(recs: list[dict]) -> tuple[str, str]:
+    """Records as an item's property: one JSON string, which xdist (execnet) carries to the
+    controller 8 times faster than the lists of dicts it encodes value by value (3.8 ms to
+    0.5 ms for a group's 48 records on the host; a tenth of a worker's time under TCG)."""
+    return RECORD, json.dumps(recs)
 
 
 def records_of(properties: list[tuple[str, object]]) -> list[dict]:
-    """The records an item's report carries: plain lists of dicts, which xdist (execnet)
-    carries to the controller as they are."""
-    return [rec for k, v in properties if k == RECORD for rec in v]
+    """The records an item's report carries (carried())."""
+    return [rec for k, v in properties if k == RECORD for rec in json.loads(v)]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -355,16 +368,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     # The report gets its own list, and the item's records go with the call report only:
     # carried again on the teardown report they cost the controller a second decoding.
     rep.user_properties = list(item.user_properties)
-    records = records_of(item.user_properties)
     if rep.when == "call":
         item.user_properties[:] = [p for p in item.user_properties if p[0] != RECORD]
-    xpass = [r for r in records if r["verdict"] == "xpass"]
-    if xpass and rep.when == "call" and rep.passed:
-        rep.wasxfail = xpass[0]["reason"]  # pytest shows XPASS
+        xpass = item.stash.get(XPASS, None)
+        if xpass and rep.passed:
+            rep.wasxfail = xpass  # pytest shows XPASS
     control_id = getattr(item, "callspec", None) and item.callspec.params.get("control")
     if control_id and (rep.when == "call" or (rep.when == "setup" and not rep.passed)):
         record = control_record(item, rep, control_id)
-        rep.user_properties.append((RECORD, [record]))
+        rep.user_properties.append(carried([record]))
 
 
 def control_record(item: pytest.Item, rep: pytest.TestReport, control_id: str) -> dict:
