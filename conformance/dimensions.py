@@ -85,6 +85,9 @@ def cells(selection: Selection | None = None, extra_checks: Iterable[str] = (),
     checks = tuple(c for c in CHECKS if c in want["check"]
                    and (c not in OPT_IN or c in extra_checks or every_access))
     out = []
+    mutations = [m for m in MUTATIONS if m in want["mutation"]]
+    # A cell's checks follow from its mutation and whether the pin takes writes alone.
+    found = {(m, no): _checks(m, no, checks) for m in mutations for no in (False, True)}
     for pin, mech in MECHANISMS.items():
         if pin not in want["pin"]:
             continue
@@ -94,12 +97,11 @@ def cells(selection: Selection | None = None, extra_checks: Iterable[str] = (),
                 for access in (a for a in accesses if a in want["access"]):
                     no_writes = access == "ro" or not (mech.writable or every_access)
                     for state in (s for s in STATES if s in want["state"]):
-                        for mutation in (m for m in MUTATIONS if m in want["mutation"]):
-                            found = _checks(mutation, no_writes, checks)
-                            if found:
-                                out.append(Cell(tuple(
+                        for mutation in mutations:
+                            if found[mutation, no_writes]:
+                                out.append(Cell(tuple([
                                     Case(pin, backing, mapping, access, state, mutation, c)
-                                    for c in found)))
+                                    for c in found[mutation, no_writes]])))
     return out
 
 
