@@ -287,10 +287,11 @@ def arm_of(name: str) -> dict:
 
 def run_arm(kernel, name: str, arm: dict, selection: list[str], accel: str, micro: Path | None,
             perf: bool, probes: bool, timeout: float, imports: Path | None = None) -> dict:
-    from conformance import multikernel, results, vm
+    from conformance import multikernel, ports, results, vm
 
     with tempfile.TemporaryDirectory(prefix="tcg-bench-", dir=vm.cache_root() / "vm") as tmp:
         out = Path(tmp)
+        (out / "run").mkdir()  # the guest's run writes here; its ports' file is in it
         # As pinhole matrix's guest (multikernel.guest_command()): the spec was checked here.
         env_vars = {SPEC_CHECKED: "1", **arm.get("env", {})}
         if arm.get("pycache"):
@@ -313,7 +314,8 @@ def run_arm(kernel, name: str, arm: dict, selection: list[str], accel: str, micr
                                   append=[*multikernel.PMEM_APPEND, *arm["append"]],
                                   rwdirs=[out], memory=multikernel.GUEST_MEMORY,
                                   cpus=arm.get("cpus", 2), accel=accel,
-                                  fast=arm.get("fast", False))
+                                  fast=arm.get("fast", False),
+                                  qemu=[ports.qemu_options(out / "run" / results.PROGRESS)])
             if res.outcome == "ok" or (out / "guest-bench.json").exists():
                 break
         row = {"arm": name, "append": arm["append"], "cpus": arm.get("cpus", 2),

@@ -256,7 +256,8 @@ def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker,
     def run(group: Group) -> None:
         judged: list[dict] = []
         recs = run_group(group, pinhole_worker, spec, pinhole_progress,
-                         request.node.user_properties, judged)
+                         request.node.user_properties, judged,
+                         wire=hasattr(request.config, "workerinput"))
         if pinhole_progress:
             pinhole_progress.record(*recs)
         request.node.stash[XPASS] = conclude(judged)
@@ -265,11 +266,12 @@ def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker,
 
 
 def run_group(group: Group, worker: Worker, spec: Spec, progress: results.Progress | None,
-              properties: list[tuple[str, object]], judged: list[dict]) -> list[dict]:
+              properties: list[tuple[str, object]], judged: list[dict],
+              wire: bool = False) -> list[dict]:
     """The group's cells in turn, then the remount their pin-to-file files wait for
-    (runner.settle()); each step's records go on the item's properties (and into judged) as
-    it ends, and to progress.jsonl with the next step's begin. Returns the last step's
-    records, not yet written there."""
+    (runner.settle()); each step's records go on the item's properties (carried(), for the
+    wire to xdist's controller if `wire`) and into judged as it ends, and to progress.jsonl
+    with the next step's begin. Returns the last step's records, not yet written there."""
     recs: list[dict] = []
     waiting: list[str] = []  # pin-to-file cases whose files wait for the remount
     new: list[str] = []  # those of the cell before
@@ -290,7 +292,7 @@ def run_group(group: Group, worker: Worker, spec: Spec, progress: results.Progre
             done = {r["id"] for r in recs}
             new = [c.id for c in cell.cases if c.id not in done]
             waiting += new
-            properties.append(carried(recs))
+            properties.append(carried(recs, wire))
             judged += recs
         if waiting:
             where = "the remount"
@@ -298,7 +300,7 @@ def run_group(group: Group, worker: Worker, spec: Spec, progress: results.Progre
                 progress.begin(f"remount for {group.id}", waiting, *recs)
             recs = [r.as_dict() for r in settle(worker, spec)]
             waiting = []
-            properties.append(carried(recs))
+            properties.append(carried(recs, wire))
             judged += recs
     except BaseException as e:
         # Cases that wait for a remount that will not come: not the ones that were running.
@@ -307,7 +309,7 @@ def run_group(group: Group, worker: Worker, spec: Spec, progress: results.Progre
         unjudged = [bare_record(i, "error", f"not judged: its group stopped in {where} "
                                 f"({type(e).__name__}) before the remount that ends its check")
                     for i in waiting]
-        properties.append(carried(unjudged))
+        properties.append(carried(unjudged, wire))
         if progress and unjudged:  # Ctrl-C leaves no report to carry them
             progress.record(*unjudged)
         raise
@@ -349,16 +351,18 @@ def conclude(done: list[dict]) -> str | None:
     return next((r["reason"] for r in done if r["verdict"] == "xpass"), None)
 
 
-def carried(recs: list[dict]) -> tuple[str, str]:
-    """Records as an item's property: one JSON string, which xdist (execnet) carries to the
-    controller 8 times faster than the lists of dicts it encodes value by value (3.8 ms to
-    0.5 ms for a group's 48 records on the host; a tenth of a worker's time under TCG)."""
-    return RECORD, json.dumps(recs)
+def carried(recs: list[dict], wire: bool) -> tuple[str, str | list[dict]]:
+    """Records as an item's property; for the wire (an xdist worker's) one JSON string,
+    which execnet carries to the controller 8 times faster than the lists of dicts it encodes
+    value by value (3.8 ms to 0.5 ms for a group's 48 records on the host; a tenth of a
+    worker's time under TCG). A single process keeps the lists."""
+    return RECORD, json.dumps(recs) if wire else recs
 
 
 def records_of(properties: list[tuple[str, object]]) -> list[dict]:
     """The records an item's report carries (carried())."""
-    return [rec for k, v in properties if k == RECORD for rec in json.loads(v)]
+    return [rec for k, v in properties if k == RECORD
+            for rec in (json.loads(v) if isinstance(v, str) else v)]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -376,7 +380,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     control_id = getattr(item, "callspec", None) and item.callspec.params.get("control")
     if control_id and (rep.when == "call" or (rep.when == "setup" and not rep.passed)):
         record = control_record(item, rep, control_id)
-        rep.user_properties.append(carried([record]))
+        rep.user_properties.append(carried([record], hasattr(item.config, "workerinput")))
 
 
 def control_record(item: pytest.Item, rep: pytest.TestReport, control_id: str) -> dict:

@@ -153,12 +153,12 @@ def test_a_directory_virtme_ng_cannot_share_is_named_before_the_boot() -> None:
 def test_the_guest_names_its_pytest_plugins_and_xdist_only_for_workers() -> None:
     """With autoloading off in the guest, pytest-timeout (the ini's timeout) is always named,
     and xdist only when pytest's arguments name -n."""
-    assert guest.named_plugins(["-k", "pwrite"]) == ["-p", "pytest_timeout"]
-    assert guest.named_plugins(["-n", "2"]) == ["-p", "pytest_timeout", "-p", "xdist.plugin"]
+    assert guest.named_plugins(["-k", "pwrite"]) == ["pytest_timeout"]
+    assert guest.named_plugins(["-n", "2"]) == ["pytest_timeout", "xdist.plugin"]
     # -n 0 starts no worker, but pytest knows -n only from xdist.
-    assert guest.named_plugins(["-n", "0"]) == ["-p", "pytest_timeout", "-p", "xdist.plugin"]
+    assert guest.named_plugins(["-n", "0"]) == ["pytest_timeout", "xdist.plugin"]
     # Named by the user already (twice is pytest's "already registered"), or blocked: left be.
-    assert guest.named_plugins(["-p", "xdist", "-n", "2"]) == ["-p", "pytest_timeout"]
+    assert guest.named_plugins(["-p", "xdist", "-n", "2"]) == ["pytest_timeout"]
     assert guest.named_plugins(["-pno:xdist", "-n2", "-p", "no:timeout"]) == []
 
 
