@@ -267,7 +267,7 @@ def pinhole(request: pytest.FixtureRequest, pinhole_worker: Worker,
 
 def run_group(group: Group, worker: Worker, spec: Spec, progress: results.Progress | None,
               properties: list[tuple[str, object]], judged: list[dict],
-              wire: bool = False) -> list[dict]:
+              wire: bool) -> list[dict]:
     """The group's cells in turn, then the remount their pin-to-file files wait for
     (runner.settle()); each step's records go on the item's properties (carried(), for the
     wire to xdist's controller if `wire`) and into judged as it ends, and to progress.jsonl

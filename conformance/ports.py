@@ -50,9 +50,9 @@ class Writer:
     """This process's way to the host's progress.jsonl in a VM with ports: a port of its own
     if one is free, else `fallback` (the file over 9p); either way under the VM-wide LOCK."""
 
-    def __init__(self, fallback: int) -> None:
+    def __init__(self, fallback: int, nodes: list[Path]) -> None:
         self.fd, self.port = fallback, None  # a port's device node, once claimed
-        for node in _ours():
+        for node in nodes:
             try:
                 self.fd, self.port = os.open(node, os.O_WRONLY | os.O_CLOEXEC), node
                 break
@@ -86,4 +86,5 @@ def described() -> str:
 
 def writer(fallback: int) -> Writer | None:
     """A Writer where this machine has pinhole's progress ports (a pinhole VM), else None."""
-    return Writer(fallback) if _ours() else None
+    nodes = _ours()
+    return Writer(fallback, nodes) if nodes else None
