@@ -133,18 +133,26 @@ class Reservation:
     that run uses and later takes back, so counting them starves this run (false ENOSPC).
     """
 
-    def __init__(self, wanted: int) -> None:
+    def __init__(self, wanted: int, held: int | None = None) -> None:
+        """held: a descriptor of the pool's trial lock (hold_pool()), taken over: it is
+        released once the pages are added, so no hugetlb trial begins before them."""
         self.added = 0
         self._guard: subprocess.Popen[bytes] | None = None
-        if wanted <= 0 or os.geteuid() != 0 or not POOL.exists():
-            return
-        # -S: the guardian needs the standard library only, and site's .pth files cost a
-        # second of a TCG guest's start (a run starts one, and each huge-page control).
-        self._guard = subprocess.Popen(
-            [sys.executable, "-S", "-m", "conformance.hugepages", str(wanted)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
+        try:
+            if wanted <= 0 or os.geteuid() != 0 or not POOL.exists():
+                return
+            # -S: the guardian needs the standard library only, and site's .pth files cost a
+            # second of a TCG guest's start (a run starts one, and each huge-page control).
+            self._guard = subprocess.Popen(
+                [sys.executable, "-S", "-m", "conformance.hugepages", str(wanted),
+                 str(-1 if held is None else held)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+                cwd=Path(__file__).resolve().parent.parent,
+                pass_fds=() if held is None else (held,),
+            )
+        finally:
+            if held is not None:
+                os.close(held)  # the guardian's copy holds the lock now, if there is one
         assert self._guard.stdout is not None
         self.added = int(self._guard.stdout.readline() or 0)
 
@@ -156,12 +164,26 @@ class Reservation:
             self._guard = None
 
 
-def _guard(missing: int) -> None:
+def hold_pool() -> int | None:
+    """The pool's trial lock (PoolWatch's), taken for a reservation to come: a controller
+    takes it before xdist starts its workers, and Reservation(held=) lets it go once the
+    pages are there. None where there is no pool to watch."""
+    try:
+        fd = os.open(POOL / "resv_hugepages", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _guard(missing: int, held: int) -> None:
     # Only the end of the run ends the guardian: `pkill -f`, a session's SIGHUP or systemd's
     # SIGTERM to every process would otherwise kill it with the pages still added.
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     added = _adjust(missing)
+    if held >= 0:
+        os.close(held)  # the pool's trial lock: hugetlb trials may begin
     try:
         print(added, flush=True)
         sys.stdin.buffer.read()  # returns at EOF: the run ended or was killed
@@ -173,4 +195,4 @@ def _guard(missing: int) -> None:
 
 
 if __name__ == "__main__":
-    _guard(int(sys.argv[1]))
+    _guard(int(sys.argv[1]), int(sys.argv[2]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,11 +130,22 @@ def panic_skip_reason(cell_id: str) -> str:
             f"follow): run it alone, pinhole matrix ... -k {group_of(cell_id)}")
 
 
+def selected(config: pytest.Config) -> dict[str, set[str]]:
+    """--pin, --backing, ... as names, each checked (UnknownName)."""
+    return {d: set(names(d, config.getoption(d))) for d in VOCABULARY}
+
+
+def starts_workers(config: pytest.Config) -> bool:
+    """Whether this process is an xdist controller, which runs no cell itself."""
+    return (not hasattr(config, "workerinput") and config.getoption("dist", "no") != "no"
+            and bool(config.getoption("tx", None)))  # xdist's own test (_is_distribution_mode)
+
+
 def plan(config: pytest.Config) -> Plan:
     if PLAN not in config.stash and not collects_matrix(config):
         config.stash[PLAN] = Plan([], [])
     if PLAN not in config.stash:
-        selection = {d: set(names(d, config.getoption(d))) for d in VOCABULARY}
+        selection = selected(config)
         extra = OPT_IN if config.getoption("kernel_view") else ()
         chosen = keyword_filter(config.getoption("keyword"))
         done, panicked = earlier_boots(config)
@@ -160,7 +172,10 @@ def plan(config: pytest.Config) -> Plan:
 
 def pytest_configure(config: pytest.Config) -> None:
     try:
-        plan(config)
+        if starts_workers(config):  # its plan waits until they have started (Controller.plan)
+            selected(config), shard(config)
+        else:
+            plan(config)
         # Checking every entry against the whole matrix is done once: by pinhole's command
         # before it starts pytest or a VM, else by the controller, never by the workers.
         check = not hasattr(config, "workerinput") and not os.environ.get(SPEC_CHECKED)
@@ -177,7 +192,10 @@ def pytest_configure(config: pytest.Config) -> None:
         cpus.keep_to_own_cpu(config.workerinput)
         if os.environ.get(guest.IN_GUEST):  # the main process: guest.main()
             cgroups.enter_worker(str(config.workerinput.get("workerid", "worker")))
-            guest.lock_mapped_pages()
+            # In the background: faulting in every mapped page over 9p took 2.8 s of a TCG
+            # guest's start, and only the cells' reclaims, later, are slower without it.
+            threading.Thread(target=guest.lock_mapped_pages, name="pinhole-mlock",
+                             daemon=True).start()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -194,10 +212,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     the controls --pinhole-done names."""
     empty = []
     done, _ = earlier_boots(config)
+    where: tuple[str, int | None] | None = None
     for item in items:
         param = getattr(item, "callspec", None) and item.callspec.params.get("group", item)
         if isinstance(param, Group):
             item.extra_keyword_matches.update(c.id for c in param.cases)
+            # The items of one function share its file and line; pytest finds them for each
+            # (Item.location, a cached_property) with a stat of the file: 12 ms over a TCG
+            # guest's 9p, for each of a worker's hundreds of groups.
+            if where is None:
+                where = item.location[:2]
+            else:
+                item.__dict__["location"] = (*where, item.getmodpath())
         elif param is not None and param is not item:
             empty.append(item)
         elif done and param_id_of(item.nodeid) in done:
@@ -428,9 +454,6 @@ class Controller:
         self.cases: dict[str, dict] = {}
         self.started = time.time()
         self.reservation: hugepages.Reservation | None = None
-        self.plan = plan(config)
-        self.skipped = [r.as_dict() for r in self.plan.skipped]
-        self.groups = {g.id: g for g in self.plan.groups}
         self.begun: dict[str, None] = {}
         out = config.getoption("pinhole_out")
         self.progress = (results.Progress(Path(out), {"kernel": running().as_dict(),
@@ -439,6 +462,20 @@ class Controller:
         self.planned: int | None = None
         self.terminal: terminal.Terminal | None = None
         self.doc: dict | None = None
+
+    # Worked out when first asked for: under xdist, after its workers have started (the
+    # plan took 3-4 s of a TCG guest's start, which the workers then waited for).
+    @functools.cached_property
+    def plan(self) -> Plan:
+        return plan(self.config)
+
+    @functools.cached_property
+    def skipped(self) -> list[dict]:
+        return [r.as_dict() for r in self.plan.skipped]
+
+    @functools.cached_property
+    def groups(self) -> dict[str, Group]:
+        return {g.id: g for g in self.plan.groups}
 
     def record(self, *recs: dict, logged: bool = False) -> None:
         """Records that arrived together, written to progress.jsonl at once (one write, where
@@ -490,20 +527,32 @@ class Controller:
     def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
         self.count(ids)
 
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter:
-            self.write_line = reporter.write_line
-            self.terminal = terminal.Terminal(reporter.write_line,
-                                              self.config.option.verbose, reporter.isatty)
-        for rec in self.skipped:  # the terminal has them from its plan
-            self.cases[rec["id"]] = rec
-        if self.progress:
-            self.progress.record(*self.skipped)
-        workers = self.config.getoption("numprocesses", None) or 1
-        hugetlb = {c.first.backing for c in self.plan.cells} & {"memfd-hugetlb", "hugetlbfs"}
-        if hugetlb:
-            self.reservation = hugepages.Reservation(HUGEPAGES_PER_WORKER * int(workers) + 2)
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionstart(self, session: pytest.Session):
+        """After the other plugins' session start, xdist's included: its workers start
+        while this process plans the run. Until the reservation below, the pool's trial lock
+        keeps their hugetlb trials waiting for its pages."""
+        held = hugepages.hold_pool()
+        try:
+            yield
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter:
+                self.write_line = reporter.write_line
+                self.terminal = terminal.Terminal(reporter.write_line,
+                                                  self.config.option.verbose, reporter.isatty)
+            for rec in self.skipped:  # the terminal has them from its plan
+                self.cases[rec["id"]] = rec
+            if self.progress:
+                self.progress.record(*self.skipped)
+            workers = self.config.getoption("numprocesses", None) or 1
+            hugetlb = {c.first.backing for c in self.plan.cells} & {"memfd-hugetlb",
+                                                                    "hugetlbfs"}
+            wanted = HUGEPAGES_PER_WORKER * int(workers) + 2 if hugetlb else 0
+        except BaseException:
+            if held is not None:
+                os.close(held)  # else the workers' hugetlb trials would wait for ever
+            raise
+        self.reservation = hugepages.Reservation(wanted, held)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # A group's records ride on its call report (those of the cells it finished, should

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -142,3 +143,30 @@ def test_a_guardian_whose_run_died_before_hearing_back_gives_the_pages_back():
     guard.stdin.close()
     guard.wait(10)
     assert int((hugepages.POOL / "nr_hugepages").read_text()) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: vm.nr_hugepages")
+def test_a_hugetlb_trial_waits_for_the_reservation_its_controller_holds_the_pool_for():
+    """xdist's workers start before their controller reserves pages (plugin.Controller), so
+    a hugetlb trial could begin before them. The pool's trial lock, taken before the workers
+    start and handed to the guardian, keeps it waiting until the pages are there."""
+    pool = hugepages.POOL / "nr_hugepages"
+    before = int(pool.read_text())
+    held = hugepages.hold_pool()
+    seen: list[int] = []
+
+    def trial() -> None:
+        with hugepages.PoolWatch(True):
+            seen.append(int(pool.read_text()))
+
+    t = threading.Thread(target=trial)
+    t.start()
+    time.sleep(0.3)
+    assert not seen, "a hugetlb trial began while the controller held the pool"
+    reservation = hugepages.Reservation(2, held)
+    try:
+        t.join(10)
+        assert seen == [before + 2], "the trial began before the pages were added"
+    finally:
+        reservation.release()
+    assert int(pool.read_text()) == before
