@@ -7,6 +7,7 @@ Usage (by multikernel.py, in the guest): python -m conformance.guest OUT [pytest
 from __future__ import annotations
 
 import glob
+import importlib
 import json
 import os
 import shutil
@@ -37,6 +38,8 @@ GUEST_FILE = "guest.json"
 IN_GUEST = "PINHOLE_IN_GUEST"
 # Test-only: the case id in whose run the guest's kernel is made to panic (sysrq c).
 PANIC_IN = "PINHOLE_TEST_PANIC_IN"
+# The plugin modules pytest_addhooks() registers in a guest's xdist worker.
+PLUGINS_ENV = "PINHOLE_GUEST_PLUGINS"
 # Test-only: the cell id whose run waits a minute as it begins (plugin.hold_if_asked()).
 HOLD_IN = "PINHOLE_TEST_HOLD_IN"
 
@@ -94,13 +97,18 @@ class ModulesLoaded:
     completes guest.json with what each came to."""
 
     def __init__(self, out: Path, guest: dict, filesystems: subprocess.Popen | None,
-                 drivers: dict[str, subprocess.Popen | str], workers: bool) -> None:
+                 drivers: dict[str, subprocess.Popen | str], workers: bool,
+                 plugins: list[str]) -> None:
         self.out, self.guest = out, guest
         self.filesystems, self.drivers = filesystems, drivers
-        self.workers = workers
+        self.workers, self.plugins = workers, plugins
 
     @pluggy.HookimplMarker("pytest")(tryfirst=True)  # pytest.hookimpl, without pytest
     def pytest_configure(self) -> None:
+        # For xdist's workers, which inherit the environment (this process has read it):
+        # one plugin by name, which registers the others (pytest_addhooks()).
+        os.environ["PYTEST_PLUGINS"] = "conformance.guest"
+        os.environ[PLUGINS_ENV] = ",".join(self.plugins)
         self.guest["seconds"]["uptime_at_configure"] = _uptime()
         start = time.monotonic()
         if self.filesystems:
@@ -242,18 +250,29 @@ def main(argv: list[str]) -> int:
 
     seconds["uptime_at_pytest"] = _uptime()
 
-    # Plugins by module (named_plugins()), not found by reading every distribution's
-    # metadata; in PYTEST_PLUGINS, not -p: pytest reads the metadata for every -p NAME too
-    # (entry points first), 1.7 s of each process's start under TCG, xdist's workers included
-    # (they inherit the environment).
+    # Plugins by module, registered as pytest.main()'s objects here and by pytest_addhooks()
+    # below in xdist's workers: pytest looks every plugin it is given by name (-p,
+    # PYTEST_PLUGINS, a conftest's pytest_plugins) up among every installed distribution's
+    # entry points first, 0.7 s a name under TCG in each process, and one of the same name
+    # already registered spares it that.
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    os.environ["PYTEST_PLUGINS"] = ",".join(named_plugins(pytest_args))
+    names = [*named_plugins(pytest_args), "conformance.plugin"]
     root = Path(__file__).resolve().parent.parent
     # --assert=plain: the cases need no assertion rewriting, and importing it is seconds
     # under TCG.
     return pytest.main([str(root / "cases"), "-p", "no:cacheprovider", "-q", "--assert=plain",
                         f"--pinhole-out={out}", *pytest_args],
-                       plugins=[ModulesLoaded(out, guest, filesystems, drivers, workers)])
+                       plugins=[ModulesLoaded(out, guest, filesystems, drivers, workers, names),
+                                *map(importlib.import_module, names)])
+
+
+def pytest_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    """In a guest's xdist worker, where this module is the one plugin PYTEST_PLUGINS names
+    (ModulesLoaded): the run's other plugins, registered by module under the names pytest
+    would give them, so that it looks none of them up among the entry points."""
+    for name in filter(None, os.environ.get(PLUGINS_ENV, "").split(",")):
+        if not pluginmanager.has_plugin(name):
+            pluginmanager.register(importlib.import_module(name), name)
 
 
 def named_plugins(pytest_args: list[str]) -> list[str]:

@@ -162,6 +162,27 @@ def test_the_guest_names_its_pytest_plugins_and_xdist_only_for_workers() -> None
     assert guest.named_plugins(["-pno:xdist", "-n2", "-p", "no:timeout"]) == []
 
 
+def test_a_guest_worker_registers_its_plugins_by_module_without_looking_them_up(
+        monkeypatch) -> None:
+    """In an xdist worker, conformance.guest (the one name in PYTEST_PLUGINS) registers the
+    others under the names -p, PYTEST_PLUGINS and conftest.py would give them, so pytest's
+    lookup of each among the installed distributions' entry points is skipped."""
+    from _pytest.config import Config, PytestPluginManager
+
+    looked_up: list[str | None] = []
+    manager = Config(PytestPluginManager()).pluginmanager
+    monkeypatch.setattr(manager, "load_setuptools_entrypoints",
+                        lambda group, name=None: looked_up.append(name) or 0)
+    monkeypatch.setenv(guest.PLUGINS_ENV, "pytest_timeout,conformance.plugin")
+    monkeypatch.setenv("PYTEST_PLUGINS", "conformance.guest")
+    # As Config.parse() does: pytest_addhooks, a historic hook, then PYTEST_PLUGINS.
+    manager.hook.pytest_addhooks.call_historic(kwargs={"pluginmanager": manager})
+    manager.consider_env()  # registers conformance.guest, whose pytest_addhooks the others
+    manager.import_plugin("conformance.plugin", consider_entry_points=True)  # conftest.py's
+    assert looked_up == ["conformance.guest"]
+    assert manager.has_plugin("pytest_timeout") and manager.has_plugin("conformance.plugin")
+
+
 def test_a_guest_that_never_comes_up_is_stopped_at_the_boot_deadline(tmp_path: Path) -> None:
     """A boot that hangs (an RCU stall in virtme-ng's init, seen under TCG) is stopped once the
     boot deadline passes without the guest's "started" file, not after the run's timeout."""
