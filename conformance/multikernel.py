@@ -99,6 +99,11 @@ def what_happened(vm_result: vm.VmResult) -> str:
 
 # An oops's, WARN's or panic's header line: the task it happened in (6.10 added "UID: N").
 PANIC_TASK = re.compile(r"CPU: \d+ (?:UID: \d+ )?PID: (\d+) Comm: (\S+)")
+# The first line of an oops (arch/x86/mm/fault.c, kernel/traps.c and dumpstack.c; lib/bug.c),
+# and the call trace's frames that the unwinder is sure of (a "? " frame is a guess).
+OOPS = re.compile(r"BUG: |Oops: |general protection fault|kernel BUG at |invalid opcode: ")
+CALL_FRAME = re.compile(r"[\w.]+\+0x[0-9a-f]+/0x[0-9a-f]+")
+TRACE_FRAMES = 4
 
 
 def charged(running: list[str], pids: dict[str, int | None],
@@ -118,12 +123,23 @@ def charged(running: list[str], pids: dict[str, int | None],
 
 
 def panic_lines(vm_result: vm.VmResult) -> list[str]:
-    """The console's last panic line and task line, where the VM panicked: what a boot that
-    never reached its guest keeps of its console (environment.lost_boots)."""
+    """What a boot that never reached its guest keeps of its console's panic
+    (environment.lost_boots): the first oops line, where it happened (the first RIP line and
+    the first frames of its call trace), then the last panic line and task line."""
     if vm_result.outcome != "panic":
         return []
     lines = [line.strip() for line in vm_result.console_tail.splitlines()]
-    return ([line for line in lines if "Kernel panic" in line][-1:]
+    # Each line's text after the console's timestamp, for the matching below.
+    said = [line.split("] ", 1)[-1].strip() if line.startswith("[") else line for line in lines]
+    oops = next((i for i, text in enumerate(said) if OOPS.match(text)), None)
+    kept = [] if oops is None else [oops]
+    start = oops or 0
+    kept += [i for i in range(start, len(said)) if said[i].startswith("RIP: ")][:1]
+    trace = next((i for i in range(start, len(said)) if said[i] == "Call Trace:"), None)
+    if trace is not None:
+        kept += [i for i in range(trace + 1, len(said))
+                 if CALL_FRAME.fullmatch(said[i])][:TRACE_FRAMES]
+    return ([lines[i] for i in kept] + [line for line in lines if "Kernel panic" in line][-1:]
             + [line for line in lines if PANIC_TASK.search(line)][-1:])
 
 

@@ -424,10 +424,45 @@ def test_a_boot_lost_to_a_panic_keeps_its_panic_and_task_lines(console):
 
     res = vm.VmResult("panic", None, "", "", "[    3.1] early noise\n"
                       + console.format(pid=1, comm="swapper/0"), "tcg", 1.0, 1.0, 2.0, [])
-    said, task = multikernel.panic_lines(res)
+    *oops, said, task = multikernel.panic_lines(res)
     assert said.startswith("Kernel panic - not syncing: ") and "PID: 1 Comm: swapper/0" in task
+    assert oops == [line for line in console.splitlines() if line.startswith("BUG: ")]
     assert multikernel.panic_lines(vm.VmResult("timeout", None, "", "", console, "tcg",
                                                1.0, 1.0, 2.0, [])) == []
+
+
+OOPS_IN_INTERRUPT = """\
+[    2.801234] general protection fault, probably for non-canonical address 0xdead000000000122
+[    2.802000] CPU: 0 UID: 0 PID: 1 Comm: swapper/0 Not tainted 6.12.118+deb13-amd64 #1  Debian
+[    2.803000] RIP: 0010:__list_del_entry_valid_or_report+0x1f/0xc0
+[    2.804000] Call Trace:
+[    2.804100]  <IRQ>
+[    2.804200]  ? die_addr+0x36/0x90
+[    2.804300]  ? exc_general_protection+0x1c5/0x420
+[    2.804400]  run_timer_softirq+0x8a/0x1b0
+[    2.804500]  handle_softirqs+0xd8/0x2f0
+[    2.804600]  __irq_exit_rcu+0xa5/0xc0
+[    2.804700]  irq_exit_rcu+0xe/0x20
+[    2.804800]  sysvec_apic_timer_interrupt+0x70/0x80
+[    2.804900]  </IRQ>
+[    2.860000] Kernel panic - not syncing: Fatal exception in interrupt
+"""
+
+
+def test_a_boot_lost_to_an_oops_keeps_where_it_happened():
+    """An early-boot panic under TCG (seen at 2.86 s, in swapper/0) is a kernel's, not a
+    case's: what went wrong and where is what its lost_boots entry must say."""
+    from conformance import multikernel, vm
+
+    res = vm.VmResult("panic", None, "", "", OOPS_IN_INTERRUPT, "tcg", 1.0, 1.0, 2.0, [])
+    kept = [line.split("] ", 1)[1].strip() for line in multikernel.panic_lines(res)]
+    assert kept == [
+        "general protection fault, probably for non-canonical address 0xdead000000000122",
+        "RIP: 0010:__list_del_entry_valid_or_report+0x1f/0xc0",
+        "run_timer_softirq+0x8a/0x1b0", "handle_softirqs+0xd8/0x2f0",
+        "__irq_exit_rcu+0xa5/0xc0", "irq_exit_rcu+0xe/0x20",
+        "Kernel panic - not syncing: Fatal exception in interrupt",
+        "CPU: 0 UID: 0 PID: 1 Comm: swapper/0 Not tainted 6.12.118+deb13-amd64 #1  Debian"]
 
 
 def test_a_hang_is_charged_to_every_running_cell():
