@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -124,14 +125,24 @@ class ModulesLoaded:
         self.guest["seconds"]["uptime_at_session"] = _uptime()
         # xdist's workers lock their own (plugin.py); this process, their controller, runs
         # no cell and is in a cgroup of its own, where no memory.reclaim of theirs reaches.
-        self.guest["mapped_pages"] = ("not locked: xdist's workers run the cells" if self.workers
-                                      else lock_mapped_pages())
+        if self.workers:
+            self.guest["mapped_pages"] = "not locked: xdist's workers run the cells"
+        else:  # in the background, as a worker does (plugin.py); guest.json has it later
+            self.guest["mapped_pages"] = "locking"
+            threading.Thread(target=self._lock, name="pinhole-mlock", daemon=True).start()
         write_guest(self.out, self.guest)
+
+    def _lock(self) -> None:
+        self.guest["mapped_pages"] = lock_mapped_pages()
 
     @pluggy.HookimplMarker("pytest")
     def pytest_collection_finish(self) -> None:
         self.guest["seconds"]["uptime_at_collected"] = _uptime()
         write_guest(self.out, self.guest)
+
+    @pluggy.HookimplMarker("pytest")
+    def pytest_sessionfinish(self) -> None:
+        write_guest(self.out, self.guest)  # mapped_pages, as the lock came to
 
 
 def write_guest(out: Path, guest: dict) -> None:

@@ -135,8 +135,10 @@ class Reservation:
 
     def __init__(self, wanted: int, held: int | None = None) -> None:
         """held: a descriptor of the pool's trial lock (hold_pool()), taken over: it is
-        released once the pages are added, so no hugetlb trial begins before them."""
-        self.added = 0
+        released once the pages are added, so no hugetlb trial begins before them, and the
+        caller need not wait for them itself (the guardian's Python start was 2.4 s of a TCG
+        guest's). Without it, this returns once they are."""
+        self._added: int | None = 0
         self._guard: subprocess.Popen[bytes] | None = None
         try:
             if wanted <= 0 or os.geteuid() != 0 or not POOL.exists():
@@ -153,8 +155,20 @@ class Reservation:
         finally:
             if held is not None:
                 os.close(held)  # the guardian's copy holds the lock now, if there is one
-        assert self._guard.stdout is not None
-        self.added = int(self._guard.stdout.readline() or 0)
+        self._added = None
+        if held is None:
+            self._added = self._read_added()
+
+    @property
+    def added(self) -> int:
+        """How many pages the guardian added, once it has."""
+        if self._added is None:
+            self._added = self._read_added()
+        return self._added
+
+    def _read_added(self) -> int:
+        assert self._guard is not None and self._guard.stdout is not None
+        return int(self._guard.stdout.readline() or 0)
 
     def release(self) -> None:
         if self._guard is not None:
@@ -182,13 +196,13 @@ def _guard(missing: int, held: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     added = _adjust(missing)
-    if held >= 0:
-        os.close(held)  # the pool's trial lock: hugetlb trials may begin
-    try:
+    try:  # from here on, whatever happens, the pages go back
+        if held >= 0:
+            os.close(held)  # the pool's trial lock: hugetlb trials may begin
         print(added, flush=True)
         sys.stdin.buffer.read()  # returns at EOF: the run ended or was killed
     except OSError:
-        pass  # EPIPE: the run died before it read the count
+        pass  # EPIPE: the run died before it read the count; EBADF: no lock came
     finally:
         if added:
             _adjust(-added)
