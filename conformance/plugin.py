@@ -173,7 +173,8 @@ def plan(config: pytest.Config) -> Plan:
 def pytest_configure(config: pytest.Config) -> None:
     try:
         if starts_workers(config):  # its plan waits until they have started (Controller.plan)
-            selected(config), shard(config)
+            selected(config)  # but a bad name is a usage error now
+            shard(config)
         else:
             plan(config)
         # Checking every entry against the whole matrix is done once: by pinhole's command
@@ -534,7 +535,7 @@ class Controller:
         keeps their hugetlb trials waiting for its pages."""
         held = hugepages.hold_pool()
         try:
-            yield
+            result = yield
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
             if reporter:
                 self.write_line = reporter.write_line
@@ -553,6 +554,7 @@ class Controller:
                 os.close(held)  # else the workers' hugetlb trials would wait for ever
             raise
         self.reservation = hugepages.Reservation(wanted, held)
+        return result
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # A group's records ride on its call report (those of the cells it finished, should
