@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,10 +192,7 @@ def pytest_configure(config: pytest.Config) -> None:
         cpus.keep_to_own_cpu(config.workerinput)
         if os.environ.get(guest.IN_GUEST):  # the main process: guest.main()
             cgroups.enter_worker(str(config.workerinput.get("workerid", "worker")))
-            # In the background: faulting in every mapped page over 9p took 2.8 s of a TCG
-            # guest's start, and only the cells' reclaims, later, are slower without it.
-            threading.Thread(target=guest.lock_mapped_pages, name="pinhole-mlock",
-                             daemon=True).start()
+            guest.lock_in_background(lambda _: None)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
