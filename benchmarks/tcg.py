@@ -74,7 +74,7 @@ ARMS: dict[str, dict] = {
     # read-only and the project's own modules have none when PYTHONDONTWRITEBYTECODE is set).
     "pycache": {"append": [], "pycache": True},
     "profile": {"append": [], "profile": True},
-    # The guest's imports over 9p, without pinhole matrix's zip.
+    # The guest's imports over 9p, without pinhole matrix's zip and tar.
     "imports-9p": {"append": [], "fast": True, "bundle": False},
 }
 
@@ -286,7 +286,8 @@ def arm_of(name: str) -> dict:
 
 
 def run_arm(kernel, name: str, arm: dict, selection: list[str], accel: str, micro: Path | None,
-            perf: bool, probes: bool, timeout: float, imports: Path | None = None) -> dict:
+            perf: bool, probes: bool, timeout: float,
+            imports: bundle.Packed | None = None) -> dict:
     from conformance import multikernel, ports, results, vm
 
     with tempfile.TemporaryDirectory(prefix="tcg-bench-", dir=vm.cache_root() / "vm") as tmp:
@@ -303,7 +304,8 @@ def run_arm(kernel, name: str, arm: dict, selection: list[str], accel: str, micr
                 *(["--probes"] if probes else []),
                 *(["--profile"] if arm.get("profile") else []), "--",
                 *selection, *arm.get("pytest", [])]
-        # The imports from pinhole matrix's zip (conformance/bundle.py), unless the arm says no.
+        # The imports from pinhole matrix's zip and tar (conformance/bundle.py), unless the arm
+        # says no.
         copy = bundle.copy_command(imports if arm.get("bundle", True) else None)
         shell = (f"{copy}cd {shlex.quote(str(ROOT))} && {env} exec "
                  f"{shlex.join([*arm.get('prefix', []), *argv])}")

@@ -257,6 +257,9 @@ def main(argv: list[str]) -> int:
     os.environ[scratch.ENV] = where
     imports = (f"{bundle.GUEST_ZIP}, then the host's root over 9p"
                if bundle.GUEST_ZIP in sys.path else "the host's root over 9p")
+    own = mount_of(Path(__file__).parent)
+    imports += (f"; pinhole's own from {bundle.GUEST_PROJECT}, bound over the checkout's"
+                if own and own[0] == "tmpfs" else "; pinhole's own from the checkout")
     guest = {"modules": "loading", "scratch": scratch_is, "cpu": cpu, "cgroup": cgroup,
              "imports": imports,
              "progress_ports": ports.described(),

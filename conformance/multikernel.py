@@ -66,7 +66,7 @@ def site_dirs() -> list[str]:
 
 
 def guest_command(kernel: debian.Kernel, out: Path, pytest_args: list[str],
-                  imports: Path | None = None) -> str:
+                  imports: bundle.Packed | None = None) -> str:
     # -S: site's .pth files (an editable install's finder, importlib.metadata) were over a
     # second of the guest's start under TCG; python_env() puts the site directories on the path.
     argv = [sys.executable, "-S", "-m", "conformance.guest", str(out), *pytest_args]
@@ -230,7 +230,7 @@ def resolve_all(specs: list[str]) -> None:
 
 
 def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
-               patches: Sequence[Path] = (), imports: Path | None = None) -> dict:
+               patches: Sequence[Path] = (), imports: bundle.Packed | None = None) -> dict:
     t0 = time.monotonic()
     kernel = debian.resolve(spec, patches=patches)
     if "--kernel-view" in pytest_args:  # the kernel view needs this kernel's DWARF
