@@ -35,6 +35,10 @@ from .syscalls import check
 # Each may be built in, a module, or absent.
 DEVICES = {name: shows for part in (*BACKINGS.values(), *MECHANISMS.values())
            for name, shows in part.modules.items()} | flakey.MODULES
+# The block backings' filesystems, loaded by name (preload_filesystems()).
+FILESYSTEMS = sorted({b.fstype for b in BACKINGS.values() if issubclass(b, BlockFs)})
+# Every module the guest loads by name: the host uncompresses them (kmodules.py).
+MODULES = (*DEVICES, *FILESYSTEMS)
 GUEST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 GUEST_FILE = "guest.json"
 # Set in the guest only: test hooks that would harm a host (a panic) check it.
@@ -87,10 +91,9 @@ def preload_filesystems() -> subprocess.Popen | None:
     line, by the first availability check's fsopen(), it took 8 s of the guest's start under
     TCG."""
     modprobe = shutil.which("modprobe", path=GUEST_PATH)
-    fstypes = sorted({b.fstype for b in BACKINGS.values() if issubclass(b, BlockFs)})
     if modprobe is None:
         return None
-    return subprocess.Popen([modprobe, "-a", "-q", *fstypes], stdout=subprocess.DEVNULL,
+    return subprocess.Popen([modprobe, "-a", "-q", *FILESYSTEMS], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
 

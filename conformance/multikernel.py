@@ -17,9 +17,21 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import SITE_PATH, bundle, debian, kbuild, kernelview, lifetime, ports, reports, results, vm
+from . import (
+    SITE_PATH,
+    bundle,
+    debian,
+    kbuild,
+    kernelview,
+    kmodules,
+    lifetime,
+    ports,
+    reports,
+    results,
+    vm,
+)
 from .expectations import SPEC_CHECKED
-from .guest import GUEST_FILE, HOLD_IN, PANIC_IN
+from .guest import GUEST_FILE, HOLD_IN, MODULES, PANIC_IN
 from .model import Case, Result, group_of
 from .running_kernel import parse_version
 
@@ -229,10 +241,18 @@ def resolve_all(specs: list[str]) -> None:
             debian.resolve(spec)
 
 
+def guest_kernel(spec: str, patches: Sequence[Path] = ()) -> debian.Kernel:
+    """The kernel SPEC names (debian.resolve()), with the modules its guest loads
+    uncompressed (kmodules.py)."""
+    kernel = debian.resolve(spec, patches=patches)
+    kmodules.uncompress(kernel, MODULES)
+    return kernel
+
+
 def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
                patches: Sequence[Path] = (), imports: bundle.Packed | None = None) -> dict:
     t0 = time.monotonic()
-    kernel = debian.resolve(spec, patches=patches)
+    kernel = guest_kernel(spec, patches)
     if "--kernel-view" in pytest_args:  # the kernel view needs this kernel's DWARF
         print(f"pinhole matrix: {spec}: the kernel view needs debug info: fetching it if "
               "need be (a Debian kernel's -dbg package is about 1 GB)", flush=True)
