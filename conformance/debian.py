@@ -310,13 +310,17 @@ def extract(debs: list[Path], dest: Path) -> None:
         # guest finds it at /lib/modules/$(uname -r)/config.
         if not (moddir / "config").exists() and (boot / f"config-{release}").is_file():
             os.link(boot / f"config-{release}", moddir / "config")
-        # Debian generates modules.dep in postinst, which dpkg -x does not run.
-        subprocess.run(["depmod", "-b", str(tmp), release], check=True, capture_output=True)
+        depmod(tmp, release)  # Debian generates modules.dep in postinst, which dpkg -x skips
         tmp.chmod(0o755)  # mkdtemp made it 0700; guests and other users read it
         tmp.rename(dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def depmod(root: Path, release: str) -> None:
+    """Index the modules of an extracted kernel (root/lib/modules/release) again."""
+    subprocess.run(["depmod", "-b", str(root), release], check=True, capture_output=True)
 
 
 def _from_tree(root: Path, version: str | None) -> Kernel:

@@ -15,11 +15,10 @@ import fcntl
 import gzip
 import lzma
 import os
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from .debian import Kernel, cache_root
+from .debian import Kernel, cache_root, depmod
 
 # What kmod reads, by suffix; a module compressed otherwise (zstd) is left as it is.
 OPENERS = {".xz": lzma.open, ".gz": gzip.open}
@@ -82,7 +81,5 @@ def uncompress(kernel: Kernel, names: Iterable[str]) -> list[str]:
             packed.unlink(missing_ok=True)
             done.append(path)
         if done:
-            root = moddir.parent.parent.parent
-            subprocess.run(["depmod", "-b", str(root), kernel.release], check=True,
-                           capture_output=True)
+            depmod(moddir.parent.parent.parent, kernel.release)
         return done
