@@ -475,8 +475,9 @@ class Controller:
         return {g.id: g for g in self.plan.groups}
 
     def record(self, *recs: dict, logged: bool = False) -> None:
-        """Records that arrived together, written to progress.jsonl at once (one write, where
-        each is a 9p round trip in a VM) unless the process that ran them already did."""
+        """Records that arrived together, written to progress.jsonl at once (in as few writes
+        as framing.py allows: each is a 9p round trip in a VM without ports) unless the
+        process that ran them already did."""
         if self.progress and not logged:
             self.progress.record(*recs)
         for rec in recs:

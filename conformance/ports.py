@@ -8,7 +8,6 @@ The guest still reads the file over 9p (the controller's recovery of a dead work
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shlex
 from pathlib import Path
@@ -17,11 +16,6 @@ NAME = "pinhole.progress"
 # The guest's controller and three xdist workers (pinhole matrix gives two); a process after
 # them writes over 9p, as outside a VM.
 COUNT = 4
-# port_fops_write() takes at most 32 KiB a call: a longer entry goes out in pieces.
-MAX_WRITE = 32 * 1024
-# Every writer of a VM with ports holds it around its write, so no other process's line lands
-# between the pieces of a long entry (each piece is one O_APPEND write on the host).
-LOCK = Path("/dev/shm/pinhole-progress.lock")
 SYSFS = Path("/sys/class/virtio-ports")
 
 
@@ -46,33 +40,15 @@ def _ours() -> list[Path]:
     return found
 
 
-class Writer:
-    """This process's way to the host's progress.jsonl in a VM with ports: a port of its own
-    if one is free, else `fallback` (the file over 9p); either way under the VM-wide LOCK."""
-
-    def __init__(self, fallback: int, nodes: list[Path]) -> None:
-        self.fd, self.port = fallback, None  # a port's device node, once claimed
-        for node in nodes:
-            try:
-                self.fd, self.port = os.open(node, os.O_WRONLY | os.O_CLOEXEC), node
-                break
-            except OSError:  # another process of the guest holds it
-                continue
-        self._lock = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-
-    def write(self, data: bytes) -> None:
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
+def claim() -> tuple[int, Path] | None:
+    """A progress port of this VM opened for this process (its fd and node), or None: no
+    port is free, or this is no pinhole VM. What goes through it: framing.Appender."""
+    for node in _ours():
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view[:MAX_WRITE]):]
-        finally:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        os.close(self._lock)
-        if self.port is not None:
-            os.close(self.fd)
+            return os.open(node, os.O_WRONLY | os.O_CLOEXEC), node
+        except OSError:  # another process of the guest holds it
+            continue
+    return None
 
 
 def described() -> str:
@@ -83,8 +59,3 @@ def described() -> str:
     return (f"{len(found)} virtio ports ({NAME}.N) to the host's progress.jsonl: one a process, "
             "then over 9p")
 
-
-def writer(fallback: int) -> Writer | None:
-    """A Writer where this machine has pinhole's progress ports (a pinhole VM), else None."""
-    nodes = _ours()
-    return Writer(fallback, nodes) if nodes else None

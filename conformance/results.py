@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
-from . import ports
+from . import framing, ports
 from .model import VERDICTS, Case, Result
 
 SCHEMA = "pinhole/2"
@@ -191,8 +191,8 @@ class Progress:
     """progress.jsonl: a line as each case begins and its record as it ends, written at once,
     so a run that dies (a killed worker, a kernel panic) keeps what finished and names what
     was running. The controller starts the file (kernel and start time); the process that
-    runs a cell appends its begin and records itself, each entry one write() to an O_APPEND
-    file, so workers' lines never interleave (in a pinhole VM, to a port: ports.py)."""
+    runs a cell appends its begin and records itself in whole lines to an O_APPEND file, so
+    workers' lines never interleave (framing.py; in a pinhole VM, to a port: ports.py)."""
 
     def __init__(self, out: Path, header: dict | None = None) -> None:
         """With a header: start the file for a run. Without: append to the run's file."""
@@ -202,8 +202,11 @@ class Progress:
             flags |= os.O_CREAT | os.O_TRUNC
         self.path = out / PROGRESS
         self._fd = os.open(self.path, flags, 0o644)
-        # In a pinhole VM the lines go to the host through a port of this process's.
-        self._ports = ports.writer(self._fd)
+        # In a pinhole VM the lines go to the host through a port of this process's: port
+        # is its node, or None (the file itself).
+        claimed = ports.claim()
+        self._out, self.port = claimed or (self._fd, None)
+        self._appender = framing.Appender(self._out)
         # Through 9p with a guest cache (guest.progress_needs_sync()), a panic would lose what
         # is not synced; a port's write is on the host already.
         self._sync = bool(os.environ.get(SYNC_ENV)) and not self.port
@@ -212,17 +215,9 @@ class Progress:
 
     def _write(self, *entries: dict) -> None:
         data = "".join(json.dumps(e) + "\n" for e in entries).encode()
-        if self._ports:
-            self._ports.write(data)
-        else:
-            os.write(self._fd, data)
+        self._appender.write(data)
         if self._sync:
             os.fsync(self._fd)
-
-    @property
-    def port(self) -> Path | None:
-        """The virtio port this process writes through (ports.py), or None: the file itself."""
-        return self._ports.port if self._ports else None
 
     def planned(self, count: int) -> None:
         self._write({"planned": count})
@@ -232,7 +227,7 @@ class Progress:
         """A cell (or control) starts: the ids of every case it will record, and the process
         running it, after the records of the cell before it and the ids of its cases that wait
         for their group's remount (not running, so not cut off should the run die now), in
-        one write (each is a 9p round trip in a VM)."""
+        as few writes as framing.py allows (each is a 9p round trip in a VM)."""
         self._write(*({"case": c} for c in finished), *([{"waiting": waiting}] if waiting else []),
                     {"begin": item_id, "cases": case_ids, "pid": os.getpid()})
 
@@ -241,8 +236,9 @@ class Progress:
 
     def close(self) -> None:
         if self._fd >= 0:
-            if self._ports:
-                self._ports.close()
+            self._appender.close()
+            if self.port:
+                os.close(self._out)
             os.close(self._fd)
             self._fd = -1
 
@@ -284,11 +280,7 @@ def _scan(out: Path) -> tuple[dict, dict[str, dict], dict[str, int | None]]:
         lines = (out / PROGRESS).read_text().splitlines()
     except OSError:
         return {}, {}, {}
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue  # the last line of a run that died mid-write
+    for entry in framing.entries(lines):
         if "begin" in entry:
             for case_id in entry.get("cases", [entry["begin"]]):
                 begun.pop(case_id, None)

@@ -183,7 +183,7 @@ def test_kernel_view_in_a_vm(tmp_path: Path) -> None:
     cmd = (f"cd {ROOT} && {env} {sys.executable} validation/kernelview.py --guest {tmp_path} "
            + " ".join(cells))
     res = vm.boot_and_run(kernel, cmd, timeout=600, rwdirs=[tmp_path])
-    assert res.outcome == "ok", res.stdout[-2000:]
+    assert res.outcome == "ok", res.stdout[-2000:] + res.console_tail
     doc = json.loads((tmp_path / "kernelview.json").read_text())
     seen = {r["cell"]: r["kernel-view"]["outcome"] for r in doc["records"]}
     assert seen == {cells[0]: "same-folio", cells[1]: "orphan"}, doc

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance import ports, results, vm
+from conformance import framing, ports, results, vm
 from conformance.debian import Kernel, KernelNotFound, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def test_outside_a_vm_progress_writes_the_file_itself(tmp_path: Path) -> None:
 
 # In the guest: ports.COUNT + 2 processes, each holding its Progress until all have one, so
 # the last two find every port taken and write over 9p; every fifth entry is longer than a port
-# takes in one write, and all write at once.
+# takes in one write, the others cross a page of an unaligned buffer, and all write at once.
 GUEST = """
 import json, multiprocessing as mp, sys
 from pathlib import Path
@@ -56,7 +56,7 @@ def child(i, opened, done):
     progress = results.Progress(out)
     opened.wait()
     for n in range(20):
-        progress.record({"id": f"{i}.{n}", "pad": "x" * (40000 if n % 5 == 0 else 100)})
+        progress.record({"id": f"{i}.{n}", "pad": "x" * (40000 if n % 5 == 0 else 2000)})
     print(i, progress.port or "9p", flush=True)
     done.wait()
     progress.close()
@@ -88,13 +88,16 @@ def test_more_writers_than_ports_and_long_entries_reach_the_host_whole(tmp_path:
     cmd = f"cd {ROOT} && {sys.executable} {tmp_path / 'guest.py'} {out} {writers}"
     res = vm.boot_and_run(kernel, cmd, timeout=600, rwdirs=[tmp_path], memory="2G",
                           qemu=[ports.qemu_options(out / results.PROGRESS)])
-    assert res.outcome == "ok", res.stdout[-2000:] + res.stderr[-2000:]
+    assert res.outcome == "ok", res.stdout[-2000:] + res.stderr[-2000:] + res.console_tail
     assert f"exit codes{' 0' * writers}" in res.stdout, res.stdout + res.stderr[-2000:]
     ways = dict(line.split() for line in res.stdout.splitlines() if line[0].isdigit())
     assert sorted(w.startswith("/dev/vport") for w in ways.values()).count(True) == ports.COUNT
     assert list(ways.values()).count("9p") == 2, ways
     assert len(set(ways.values())) == ports.COUNT + 1, ways  # no port claimed twice
-    entries = [json.loads(line) for line in (out / results.PROGRESS).read_text().splitlines()]
+    lines = (out / results.PROGRESS).read_text().splitlines()
+    assert all(len(line) < framing.MAX_WRITE for line in lines)
+    assert sum(framing.PIECE in json.loads(line) for line in lines) > writers * 4  # 40 KB each
+    entries = list(framing.entries(lines))
     assert entries[0] == {"run": {"kernel": {}}}
     got = [e["case"]["id"] for e in entries[1:]]
     assert sorted(got) == sorted(f"{i}.{n}" for i in range(writers) for n in range(20))
