@@ -4,9 +4,11 @@ Debian compresses every module (CONFIG_MODULE_COMPRESS_XZ), and kmod decompresse
 guest loads it: under TCG, `xz -d` of xfs, btrfs, ext4 and their helpers took 4.2 s of a
 guest's vCPU, and a guest's modprobes of its filesystems 9.0 s with them compressed, 6.6 s
 uncompressed (Debian 6.12, 2026-11-28). The guest waits for those modules before it plans its
-run. Each is uncompressed once on the host, in place (its signature is inside the
-compressed file, so the kernel checks it as before), with the modules it needs, and depmod
-then indexes the tree again.
+run. Each is uncompressed once on the host, with the modules it needs, in place and under its
+own name: kmod tells a compressed module by its first bytes, not its name (libkmod-file.c
+kmod_file_open()), so modules.dep stays true at every moment for a guest booting beside, or
+after a run killed half way. Its signature is inside the compressed file, so the kernel checks
+it as before.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .debian import Kernel, cache_root, depmod
+from .debian import Kernel, cache_root
 
-# What kmod reads, by suffix; a module compressed otherwise (zstd) is left as it is.
+# Debian's compressions, by suffix; a module compressed otherwise (zstd) is left as it is.
 OPENERS = {".xz": lzma.open, ".gz": gzip.open}
+ELF_MAGIC = b"\x7fELF"
 
 
 def module_dir(kernel: Kernel) -> Path | None:
@@ -58,9 +61,9 @@ def _name(path: str) -> str:
 
 
 def uncompress(kernel: Kernel, names: Iterable[str]) -> list[str]:
-    """Uncompress the named modules and their dependencies in kernel's tree, and run depmod
-    if any was; returns the paths uncompressed (none once done). Locked: two pinhole runs
-    may start on one kernel at once."""
+    """Uncompress the named modules and their dependencies in kernel's tree, each file's
+    content replaced at once; returns the paths uncompressed (none once done). Locked: two
+    pinhole runs may start on one kernel at once."""
     moddir = module_dir(kernel)
     if moddir is None:
         return []
@@ -69,17 +72,19 @@ def uncompress(kernel: Kernel, names: Iterable[str]) -> list[str]:
         done = []
         for path in needed(moddir, names):
             opener = OPENERS.get(Path(path).suffix)
-            if opener is None:
-                continue
             packed = moddir / path
-            plain = packed.with_suffix("")
-            if not plain.exists():  # a run killed between the two steps below made it
-                part = plain.with_name(f"{plain.name}.part{os.getpid()}")
-                with opener(packed) as src, open(part, "wb") as dst:
-                    dst.write(src.read())
-                os.replace(part, plain)
-            packed.unlink(missing_ok=True)
+            if opener is None or _is_elf(packed):
+                continue
+            for stale in packed.parent.glob(f"{packed.name}.part*"):  # a run killed mid-copy
+                stale.unlink()
+            part = packed.with_name(f"{packed.name}.part{os.getpid()}")
+            with opener(packed) as src, open(part, "wb") as dst:
+                dst.write(src.read())
+            os.replace(part, packed)
             done.append(path)
-        if done:
-            depmod(moddir.parent.parent.parent, kernel.release)
         return done
+
+
+def _is_elf(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == ELF_MAGIC

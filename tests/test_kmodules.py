@@ -22,6 +22,11 @@ TREE = {  # modules.dep as depmod writes it: each module, then what it needs
 }
 
 
+def content(path: str) -> bytes:
+    """A made-up module: ELF's magic, as kmodules tells one uncompressed."""
+    return kmodules.ELF_MAGIC + f" module {path}".encode()
+
+
 @pytest.fixture
 def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Kernel:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # pinhole's cache: its to change
@@ -29,32 +34,36 @@ def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Kernel:
     moddir = root / "lib" / "modules" / RELEASE
     for path in TREE:
         (moddir / path).parent.mkdir(parents=True, exist_ok=True)
-        (moddir / path).write_bytes(lzma.compress(f"module {path}".encode()))
+        (moddir / path).write_bytes(lzma.compress(content(path)))
     (moddir / "modules.dep").write_text("".join(f"{p}: {' '.join(d)}\n".replace(": \n", ":\n")
                                                 for p, d in TREE.items()))
     (root / "boot").mkdir()
     return Kernel(RELEASE, "9.9.9-1", root / "boot" / f"vmlinuz-{RELEASE}", None)
 
 
-def test_the_named_modules_and_what_they_need_are_uncompressed_and_indexed(
+def test_the_named_modules_and_what_they_need_are_uncompressed_under_their_names(
         kernel: Kernel) -> None:
     moddir = kmodules.module_dir(kernel)
+    index = (moddir / "modules.dep").read_text()
     done = kmodules.uncompress(kernel, ["xfs", "dm_flakey", "not_in_this_kernel"])
     assert done == sorted(p for p in TREE if "snd" not in p)
     for path in done:
-        plain = moddir / path.removesuffix(".xz")
-        assert plain.read_text() == f"module {path}" and not (moddir / path).exists()
-    assert (moddir / "kernel/sound/snd.ko.xz").exists()  # not the guest's: left compressed
-    # depmod indexed the tree again: kmod finds the uncompressed files.
-    assert "kernel/fs/xfs/xfs.ko:" in (moddir / "modules.dep").read_text()
+        assert (moddir / path).read_bytes() == content(path)
+    assert (moddir / "kernel/sound/snd.ko.xz").read_bytes() != content("kernel/sound/snd.ko.xz")
+    assert (moddir / "modules.dep").read_text() == index  # true all along: no depmod
+    assert sorted(p.name for p in moddir.rglob("*") if p.is_file()) == sorted(
+        [".pinhole-modules.lock", "modules.dep", *(Path(p).name for p in TREE)])
     assert kmodules.uncompress(kernel, ["xfs", "dm_flakey"]) == []  # once
 
 
-def test_a_run_killed_between_writing_and_removing_is_finished(kernel: Kernel) -> None:
+def test_a_run_killed_mid_copy_leaves_nothing_the_next_keeps(kernel: Kernel) -> None:
     moddir = kmodules.module_dir(kernel)
-    (moddir / "kernel/lib/libcrc32c.ko").write_text("module kernel/lib/libcrc32c.ko.xz")
-    assert "kernel/lib/libcrc32c.ko.xz" in kmodules.uncompress(kernel, ["libcrc32c"])
-    assert not (moddir / "kernel/lib/libcrc32c.ko.xz").exists()
+    stale = moddir / "kernel/lib/libcrc32c.ko.xz.part4242"
+    stale.write_bytes(b"\x7fEL")
+    assert kmodules.uncompress(kernel, ["libcrc32c"]) == ["kernel/lib/libcrc32c.ko.xz"]
+    assert not stale.exists()
+    assert (moddir / "kernel/lib/libcrc32c.ko.xz").read_bytes() == content(
+        "kernel/lib/libcrc32c.ko.xz")
 
 
 def test_a_build_tree_and_a_kernel_outside_the_cache_are_left_alone(
@@ -63,8 +72,8 @@ def test_a_build_tree_and_a_kernel_outside_the_cache_are_left_alone(
     assert kmodules.uncompress(built, ["xfs"]) == []
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "elsewhere"))  # a user's own kernel
     assert kmodules.uncompress(kernel, ["xfs"]) == []
-    assert (kernel.vmlinuz.parent.parent / "lib/modules" / RELEASE / "kernel/fs/xfs/xfs.ko.xz"
-            ).exists()
+    packed = kernel.vmlinuz.parent.parent / "lib/modules" / RELEASE / "kernel/fs/xfs/xfs.ko.xz"
+    assert packed.read_bytes() != content("kernel/fs/xfs/xfs.ko.xz")
 
 
 def test_the_guest_names_its_filesystems_and_drivers() -> None:
