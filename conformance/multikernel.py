@@ -295,7 +295,8 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
             res = vm.boot_and_run(kernel, guest_command(kernel, kdir, args, imports),
                                   timeout=timeout, append=PMEM_APPEND, rwdirs=[kdir],
                                   memory=GUEST_MEMORY, accel=accel, fast=fast,
-                                  qemu=[ports.qemu_options(kdir / results.PROGRESS)])
+                                  qemu=[ports.qemu_options(kdir / results.PROGRESS)],
+                                  tries=1)  # a lost boot is tried again below, and reported
         except lifetime.Stopped as e:  # the VM is gone already (vm._run_vng): keep what ran
             res = vm.stopped(e.signum, time.time() - started)
             break

@@ -278,7 +278,7 @@ def test_kvm_verdict_is_kept_only_from_a_boot_that_reached_a_guest(
     monkeypatch.setattr(vm.os, "access", lambda *_: True)
     outcomes = {"kvm": kvm, "tcg": tcg}
 
-    def boot(kernel, command, *, timeout, accel):
+    def boot(kernel, command, *, timeout, accel, **_):
         return vm.VmResult(outcomes[accel], 0, "", "", "", accel, 0, 0, 0, [])
 
     monkeypatch.setattr(vm, "boot_and_run", boot)

@@ -1,7 +1,9 @@
-"""The VM's boot options and the guest's choices, without booting anything."""
+"""The VM's boot options and the guest's choices, without booting anything; and one real boot
+that panics before its command, to show it is booted again."""
 
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conformance import guest, vm
-from conformance.debian import Kernel
+from conformance.debian import Kernel, KernelNotFound, resolve
 from conformance.mounts import mount_of
 
 KERNEL = Kernel("6.12.118+deb13-amd64", "6.12.118-1", Path("/k/boot/vmlinuz"),
@@ -223,3 +225,19 @@ def test_the_guest_locks_what_is_mapped_and_not_what_is_mapped_later() -> None:
     if os.geteuid() != 0 and said.startswith("not locked"):
         pytest.skip(f"needs root or a larger RLIMIT_MEMLOCK: {said}")
     assert said == "locked" and locked > 1024 and later == 0, run.stdout + run.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64"),
+                    reason="needs root and qemu-system-x86_64 (apt-get install qemu-system-x86)")
+def test_a_boot_that_panics_before_its_command_is_booted_again() -> None:
+    """A real early panic: 40 MB leave the boot deadlocked on memory before init (1.2 s)."""
+    try:
+        kernel = resolve("debian:6.12")
+    except (KernelNotFound, OSError) as e:
+        pytest.skip(f"needs the debian:6.12 kernel, which could not be fetched: {e}")
+    res = vm.boot_and_run(kernel, "echo never", timeout=300, append=["mem=40M"])
+    assert (res.outcome, res.came_up, res.stdout) == ("panic", False, ""), res.console_tail
+    assert vm.BOOT_TRIES > 1 and [r.outcome for r in res.lost] == ["panic"] * (vm.BOOT_TRIES - 1)
+    assert all("deadlocked on memory" in r.console_tail for r in (res, *res.lost))
+    assert vm.boot_and_run(kernel, "echo never", timeout=300, append=["mem=40M"],
+                           tries=1).lost == ()
