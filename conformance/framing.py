@@ -21,7 +21,8 @@ import mmap
 import os
 from collections.abc import Iterable, Iterator
 
-MAX_WRITE = mmap.PAGESIZE
+# A page (9p's unit, above), and never more than a port takes a call (on 64 KiB pages).
+MAX_WRITE = min(mmap.PAGESIZE, 32 * 1024)
 PIECE = "piece"
 # Of a long line, the bytes a piece carries: in base64, with its key and counts, within a page.
 PIECE_BYTES = 3 * ((MAX_WRITE - 128) // 4)
@@ -32,7 +33,7 @@ class Appender:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self._page = mmap.mmap(-1, MAX_WRITE)
+        self._page = mmap.mmap(-1, MAX_WRITE)  # mmap's memory starts a page
 
     def write(self, data: bytes) -> None:
         for chunk in writes(data):
