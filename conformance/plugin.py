@@ -6,6 +6,7 @@ that runs a cell writes its progress.jsonl lines itself, as the cell begins and 
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import time
@@ -228,6 +229,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if empty:
         items[:] = [i for i in items if i not in empty]
         config.hook.pytest_deselected(items=empty)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # The plan and its items live as long as the run: frozen, the cyclic GC's full collections
+    # stop walking them (the workers' user time on the host matrix 7 % less).
+    gc.freeze()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # And the run's records: the interpreter's exit then skips the GC's walk of everything
+    # (a full host run's pytest exited 0.45-0.5 s after this hook, now 0.01 s).
+    gc.freeze()
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # a hook of xdist's, when it is loaded
