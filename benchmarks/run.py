@@ -103,7 +103,7 @@ def host_run(jobs: str) -> dict:
         wall = time.monotonic() - start
         stop.set()
         sampler.join()
-        doc = results.load(Path(tmp) / "results.json")
+        doc = results.load(Path(tmp) / results.FILE)
         sizes = {p.name: p.stat().st_size for p in Path(tmp).iterdir() if p.is_file()}
     ran = [c["duration_s"] for c in doc["cases"] if c["verdict"] != "skip"]
     like_anchor = [c["duration_s"] for c in doc["cases"]
@@ -129,7 +129,7 @@ def matrix_run(spec: str) -> dict:
         subprocess.run([sys.executable, "-m", "conformance.cli", "matrix", f"--kernel={spec}",
                         f"--out={tmp}", *MATRIX_SELECTION], cwd=ROOT, stdout=subprocess.DEVNULL)
         wall = time.monotonic() - start
-        (doc,) = [results.load(p) for p in Path(tmp).glob("*/results.json")]
+        (doc,) = [results.load(p) for p in Path(tmp).glob(f"*/{results.FILE}")]
     env = doc["environment"]
     return {"kernel": spec, "release": env["release"], "accelerator": env["accelerator"],
             **{f"{k}_s": v for k, v in env["seconds"].items()}, "wall_s": round(wall, 1),

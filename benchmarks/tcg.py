@@ -15,7 +15,7 @@ In each VM, one after another:
            `import conformance.plugin`, pytest's collection of the selection, how many
            imported modules have no bytecode, and mkfs.ext4 of a 64 MiB image;
   run      the selection, as pinhole matrix runs it (python -m conformance.guest); its
-           results.json gives the time inside cases and the harness's time around them.
+           results.json.gz gives the time inside cases and the harness's time around them.
 With --perf, the run is sampled with perf (cpu-clock, all CPUs) where the guest has perf, and
 the report gives shares by DSO (kernel, python, libc, ...) and the top kernel symbols.
 
@@ -331,7 +331,7 @@ def run_arm(kernel, name: str, arm: dict, selection: list[str], accel: str, micr
         if (out / "guest.prof").exists():
             row["profile"] = profile_summary(out / "guest.prof")
         with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-            doc = results.load(out / "run" / "results.json")
+            doc = results.load(results.record_in(out / "run"))
             cases = doc["cases"]
             inside = sum(c.get("duration_s") or 0 for c in cases)
             ran = [c["duration_s"] for c in cases if c["verdict"] != "skip"]

@@ -40,8 +40,9 @@ kernel)
     verdict $rc ;;
 merge)
     # Shards of one kernel merge into one run; kernels stay side by side.
-    dirs=$(find results -name results.json -not -path 'results/merged/*' -exec dirname {} \; \
-           2>/dev/null | sort)
+    dirs=$(find results \( -name results.json.gz -o -name results.json \) \
+           -not -path 'results/merged/*' -exec dirname {} \; \
+           2>/dev/null | sort -u)
     rc=0
     run $PINHOLE report $dirs --out results/merged || rc=$?
     verdict $rc ;;

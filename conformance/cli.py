@@ -51,8 +51,8 @@ def add_dimensions(p: argparse.ArgumentParser) -> None:
 
 
 # What a run writes into --out: removed when the directory is reused, nothing else is.
-RUN_FILES = ("results.json", "results.json.tmp", results.PROGRESS, *reports.FILES,
-             "kcidb.json", "guest.json")
+RUN_FILES = (results.FILE, f"{results.FILE}.tmp", results.PLAIN, f"{results.PLAIN}.tmp",
+             results.PROGRESS, *reports.FILES, "kcidb.json", "guest.json")
 LOCK = ".pinhole.lock"
 # After Ctrl-C or SIGTERM, how long pytest gets to write its partial results.
 STOP_GRACE = 20.0
@@ -275,7 +275,7 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
            *selection, *quiet_failures(pytest_args),
            *[f"--spec={os.path.abspath(s)}" for s in args.spec], *pytest_args]
     code, stopped = run_pytest(cmd)
-    doc_path = out / "results.json"
+    doc_path = out / results.FILE
     if stopped:
         return stopped_run(out, stopped)
     if code == 5:
@@ -289,7 +289,7 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         return results.EXIT_USAGE if code == 4 else results.EXIT_HARNESS
     doc = results.load(doc_path)
     written = reports.write_all(out, [doc], baseline)
-    print(f"pinhole: results in {out}/: results.json "
+    print(f"pinhole: results in {out}/: {results.FILE} "
           f"{' '.join(p.name for p in written)}")
     # pytest's 1 is a failed test, recorded or not (a control, a broken fixture): never a pass.
     return results.EXIT_FAIL if code == 1 else results.run_exit(doc)
@@ -309,7 +309,7 @@ def stopped_run(out: Path, signum: int) -> int:
     written = reports.write_all(out, [doc])
     print(reports.summary([doc]), end="")
     print(f"pinhole: stopped by {signal.Signals(signum).name}; partial results in {out}/: "
-          f"results.json {' '.join(p.name for p in written)}", file=sys.stderr)
+          f"{results.FILE} {' '.join(p.name for p in written)}", file=sys.stderr)
     return 128 + signum
 
 
@@ -530,9 +530,9 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true")
     ls = sub.add_parser("list", help="the matrix dimensions and number of cases")
     ls.add_argument("--ids", action="store_true", help="print every case id")
-    rp = sub.add_parser("report", help="render the reports again from results.json, merging "
+    rp = sub.add_parser("report", help="render the reports again from results.json.gz, merging "
                         "shards of a run and putting several kernels side by side")
-    rp.add_argument("runs", nargs="+", metavar="DIR", help="a run directory or results.json")
+    rp.add_argument("runs", nargs="+", metavar="DIR", help="a run directory or its results.json.gz")
     rp.add_argument("--out", metavar="DIR", help="where the reports go (default: the run's "
                     "own directory; needed for several runs)")
     dp = sub.add_parser("diff", help="cells whose verdict or outcome changed between two runs")

@@ -1,7 +1,7 @@
 """pinhole matrix: the suite on several kernels, each booted in a VM with virtme-ng, and one
 report that puts the kernels side by side.
 
-Each kernel gets OUT/<release>/ with its own results.json, reports and the environment it ran
+Each kernel gets OUT/<release>/ with its own results.json.gz, reports and the environment it ran
 in; the merged reports and a diff between consecutive kernels go to OUT/.
 """
 
@@ -185,10 +185,10 @@ def cut_off(ids: list[str], vm_result: vm.VmResult,
 
 
 def collect(kernel: debian.Kernel, kdir: Path, vm_result: vm.VmResult, started: float) -> dict:
-    """The kernel's results.json, or what progress.jsonl kept when the VM died, marked
+    """The kernel's results.json.gz, or what progress.jsonl kept when the VM died, marked
     incomplete with the reason."""
-    if vm_result.outcome in ("ok", "failed") and (kdir / "results.json").exists():
-        return results.load(kdir / "results.json")
+    if vm_result.outcome in ("ok", "failed") and (kdir / results.FILE).exists():
+        return results.load(kdir / results.FILE)
     header, cases, running = results.read_progress(kdir)
     died = []
     if vm_result.outcome != "failed":
@@ -268,7 +268,7 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
         print(f"pinhole matrix: {spec}: {gap}", flush=True)
     kdir = out / kernel.release
     kdir.mkdir(parents=True, exist_ok=True)
-    for stale in ("results.json", GUEST_FILE):
+    for stale in (results.FILE, results.PLAIN, GUEST_FILE):
         (kdir / stale).unlink(missing_ok=True)
     fast, accel = vm.fast_boot(), None
     started = time.time()

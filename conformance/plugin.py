@@ -1,6 +1,6 @@
 """The pytest side of pinhole: options, the plan of a run (its cells, and the cases known to
 skip before any runs), one pytest item per group of cells, verdicts as pytest outcomes, and
-results.json written by the controller (the xdist master, or the only process). The process
+results.json.gz written by the controller (the xdist master, or the only process). The process
 that runs a cell writes its progress.jsonl lines itself, as the cell begins and ends."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help=f"add the opt-in checks ({', '.join(OPT_IN) or 'none'}) to every cell")
     g.addoption("--spec", action="append", default=[], metavar="FILE",
                 help="layer a spec file over the built-in expectations")
-    g.addoption("--pinhole-out", metavar="DIR", help="write results.json into DIR")
+    g.addoption("--pinhole-out", metavar="DIR", help="write results.json.gz into DIR")
     g.addoption("--pinhole-done", metavar="FILE", help="case ids (one a line) an earlier boot "
                 "of this run recorded: neither run nor recorded again (pinhole matrix after a "
                 "panic)")
@@ -653,7 +653,7 @@ class Controller:
         if out:
             results.write(Path(out), doc)
             if "incomplete" not in doc and self.progress:
-                self.progress.remove()  # what it kept for a run that dies is in results.json
+                self.progress.remove()  # what it kept for a run that dies is in results.json.gz
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if not self.cases or not self.doc or not self.terminal:

@@ -83,7 +83,7 @@ def test_controls_are_recorded_in_every_report(tmp_path):
     out = tmp_path / "out"
     r = pinhole("run", "--out", str(out), *NARROW)
     assert r.returncode in (0, 3), r.stdout + r.stderr
-    doc = results.load(out / "results.json")
+    doc = results.load(out / results.FILE)
     controls = {c["id"]: c for c in doc["cases"] if c["pin"] == "control"}
     assert set(controls) == CONTROLS
     ktap = (out / "results.ktap").read_text()
@@ -112,7 +112,7 @@ def run_as_nobody_without_memlock(out: Path) -> None:
     r = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", f"ulimit -l 0; {cmd}"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1, r.stdout + r.stderr
-    doc = results.load(out / "results.json")
+    doc = results.load(out / results.FILE)
     failed = {c["id"] for c in doc["cases"] if c["verdict"] == "fail"}
     assert failed == {"control.coherence.file-to-pin", "control.coherence.pin-to-file"}
     assert "not ok 1 control.coherence.file-to-pin" in (out / "results.ktap").read_text()
@@ -203,11 +203,11 @@ def test_pytest_options_pass_through(tmp_path):
     r = pinhole("run", "--out", str(tmp_path / "x"), "--spec", str(layer), *narrow, "-n", "0",
                 "-x", *cache)
     assert r.returncode == 1, r.stdout + r.stderr
-    doc = results.load(tmp_path / "x" / "results.json")
+    doc = results.load(tmp_path / "x" / results.FILE)
     assert doc["incomplete"].startswith("the run was stopped"), doc.get("incomplete")
     r = pinhole("run", "--out", str(tmp_path / "lf"), *narrow, "-n", "0", "--lf", *cache)
     assert r.returncode in (0, 3), r.stdout + r.stderr
-    doc = results.load(tmp_path / "lf" / "results.json")  # the failed cell, all its cases
+    doc = results.load(tmp_path / "lf" / results.FILE)  # the failed cell, all its cases
     cells = {c["id"].rsplit(".", 1)[0] for c in doc["cases"]}
     assert cells == {"io_uring.memfd.shared.rw.hole.none"}
     assert not doc.get("incomplete")
@@ -252,7 +252,7 @@ def test_old_runs_are_pruned_but_not_a_running_one_nor_foreign_files(tmp_path, m
     for stamp in ("20260101-000000", "20260102-000000", "20260103-000000", "20260104-000000"):
         d = tmp_path / "pinhole-runs" / f"{stamp}-k"
         (d / "6.12").mkdir(parents=True)
-        for f in (d / cli.LOCK, d / "results.json", d / "diff-a-b.txt", d / "6.12" / "matrix.md"):
+        for f in (d / cli.LOCK, d / results.FILE, d / "diff-a-b.txt", d / "6.12" / "matrix.md"):
             f.write_text("")
         runs.append(d)
     (runs[1] / "notes.txt").write_text("the user's")  # not ours: stays, with its directory
@@ -264,7 +264,7 @@ def test_old_runs_are_pruned_but_not_a_running_one_nor_foreign_files(tmp_path, m
         os.close(held)
     assert [p.resolve() for p in gone] == [runs[0]] and not runs[0].exists()
     assert sorted(p.name for p in runs[1].iterdir()) == ["notes.txt"]
-    assert (runs[2] / "results.json").exists() and (runs[3] / "results.json").exists()
+    assert (runs[2] / results.FILE).exists() and (runs[3] / results.FILE).exists()
     monkeypatch.setenv(cli.KEEP_ENV, "none")
     with pytest.raises(cli.UsageError, match="PINHOLE_KEEP_RUNS"):
         cli.keep_runs()
@@ -279,7 +279,7 @@ def test_kernel_view_without_debug_info_is_planned_skips(tmp_path):
                 "--backing", "memfd", "--state", "hole", "--mutation", "none,pwrite")
     assert r.returncode == 0, r.stderr
     assert "known to skip" in r.stdout
-    views = [c for c in results.load(tmp_path / "results.json")["cases"]
+    views = [c for c in results.load(tmp_path / results.FILE)["cases"]
              if c["check"] == "kernel-view"]
     assert views and all(c["verdict"] == "skip" and not c["duration_s"] for c in views)
     assert len({c["reason"] for c in views}) == 1
@@ -306,7 +306,7 @@ def test_cases_an_earlier_boot_recorded_are_neither_run_nor_recorded(tmp_path):
     out = tmp_path / "out"
     r = pinhole("run", "--pin", "vmsplice", "--backing", "memfd", "--state", "hole,written",
                 "--mutation", "none,pwrite", "--out", str(out), f"--pinhole-done={done}")
-    cases = {c["id"]: c for c in results.load(out / "results.json")["cases"]}
+    cases = {c["id"]: c for c in results.load(out / results.FILE)["cases"]}
     assert f"{done_cell}.file-to-pin" not in cases, r.stdout + r.stderr
     assert cases["vmsplice.memfd.shared.ro.hole.none.file-to-pin"]["verdict"] == "pass"
     assert "control.zeropage.anon" not in cases and "control.zeropage.thp" in cases

@@ -59,7 +59,7 @@ def test_a_guest_panic_is_recorded_the_rest_runs_after_a_reboot_and_so_does_the_
         cwd=ROOT, env={**os.environ, PANIC_IN: victim_id}, capture_output=True, text=True)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "booting again for the cases after it" in r.stdout
-    docs = [results.load(p) for p in sorted(out.glob("*/results.json"))]
+    docs = [results.load(p) for p in sorted(out.glob(f"*/{results.FILE}"))]
     assert len(docs) == 2, "the kernel after the panic must run too"
     for doc in docs:
         # Two boots, and one more for each that never reached the guest (seen under TCG).
@@ -110,7 +110,7 @@ def test_a_panic_in_one_guest_worker_is_charged_to_its_cell_not_to_the_other_wor
         capture_output=True, text=True)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "cases another worker was running run again" in r.stdout, r.stdout
-    (doc,) = [results.load(p) for p in out.glob("*/results.json")]
+    (doc,) = [results.load(p) for p in out.glob(f"*/{results.FILE}")]
     assert doc["environment"]["vm"] == "ok" and "incomplete" not in doc, doc["environment"]
     (panic,) = doc["panics"]
     assert {i.rsplit(".", 1)[0] for i in panic["cut_off"]} == {victim}

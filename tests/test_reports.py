@@ -1,6 +1,7 @@
 """The report renderers on recorded results: no kernel needed."""
 
 import copy
+import gzip
 import json
 import os
 import re
@@ -245,7 +246,7 @@ def test_merge_of_two_shards_is_their_union(tmp_path, two):
     results.write(tmp_path / "a", first)
     results.write(tmp_path / "b", second)
     results.write(tmp_path / "c", two[0])
-    docs = merge.load_many([tmp_path / "a", tmp_path / "b" / "results.json", tmp_path / "c"])
+    docs = merge.load_many([tmp_path / "a", tmp_path / "b" / results.FILE, tmp_path / "c"])
     assert [d["kernel"]["release"] for d in docs] == ["6.18.0", "6.1.0"]
     merged = docs[0]
     assert [c["id"] for c in merged["cases"]] == [c["id"] for c in full["cases"]]
@@ -343,10 +344,24 @@ def test_pinhole_report_of_a_killed_run_exits_1(tmp_path):
     assert r.returncode == 1 and "INCOMPLETE" in r.stdout, r.stdout + r.stderr
 
 
+def test_a_record_is_gzipped_and_an_older_pinholes_plain_one_still_reads(tmp_path):
+    d = doc("6.18", cases_618())
+    record = results.write(tmp_path / "new", d)
+    assert record.read_bytes()[:2] == b"\x1f\x8b" and record.name == "results.json.gz"
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / results.PLAIN).write_bytes(gzip.decompress(record.read_bytes()))
+    assert results.record_in(old) == old / results.PLAIN
+    (loaded,) = merge.load_many([old])
+    assert loaded["cases"] == results.load(record)["cases"] == d["cases"]
+    results.write(old, d)  # a new run in an old run's directory leaves one record
+    assert sorted(p.name for p in old.iterdir()) == [results.FILE]
+
+
 def test_an_old_results_json_does_not_win_over_a_newer_progress(tmp_path):
     results.write(tmp_path, doc("6.18", cases_618()))
     import os
-    os.utime(tmp_path / "results.json", (1, 1))
+    os.utime(tmp_path / results.FILE, (1, 1))
     killed_run(tmp_path, [])
     (loaded,) = merge.load_many([tmp_path])
     assert len(loaded["cases"]) == 2 and loaded["incomplete"]
@@ -682,14 +697,17 @@ def test_full_size_summary_md_fits_a_reply(full):
     assert "- 24 regressed under 20-mutations.toml:28: pass coherent -> fail lost-write" in text
 
 
-def test_full_size_reports_are_small(full):
-    out, _ = full
+def test_full_size_reports_are_small(full, tmp_path):
+    out, run = full
     sizes = {p.name: p.stat().st_size for p in out.iterdir()}
     assert set(sizes) == set(FILES)
     assert sizes["matrix.html"] < 2_000_000 and sizes["results.ktap"] < 4_000_000
     assert sizes["kcidb.json.gz"] < 500_000 and sizes["matrix.md"] < 100_000
-    # A full run's reports may take 10 MB in all: these leave room for results.json.
-    assert sum(sizes.values()) < 8_000_000, sizes
+    # A run of every case, record included, in 10 MB (issue 11); plain, the record alone
+    # would be 6 MB.
+    record = results.write(tmp_path, run)
+    assert record.name == results.FILE and record.stat().st_size < 1_000_000
+    assert sum(sizes.values()) + record.stat().st_size < 10_000_000, sizes
     sub = kcidb.load(out / "kcidb.json.gz")
     assert len(sub["tests"]) == 36_506
     kcidb.validate(sub, every_test=True)
@@ -713,12 +731,12 @@ def test_a_baseline_is_a_run_or_a_matrix_of_runs(tmp_path, two):
 
     results.write(tmp_path / "run", two[1])
     assert [d["kernel"]["release"] for d in load_baseline(tmp_path / "run")] == ["6.18.0"]
-    for d in two:  # pinhole matrix: OUT/<release>/results.json
+    for d in two:  # pinhole matrix: OUT/<release>/results.json.gz
         results.write(tmp_path / "matrix" / d["kernel"]["release"], d)
     assert [d["kernel"]["release"] for d in load_baseline(tmp_path / "matrix")] == ["6.1.0",
                                                                                   "6.18.0"]
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no results.json"):
+    with pytest.raises(ValueError, match="no results.json.gz"):
         load_baseline(tmp_path / "empty")
     # Kernels pair by release; a run of another release pairs with the only baseline.
     assert diff.pairs(two, two[1:]) == [(two[1], two[1])]
@@ -728,7 +746,7 @@ def test_a_baseline_is_a_run_or_a_matrix_of_runs(tmp_path, two):
 
 def test_a_matrix_output_reads_as_its_kernels(tmp_path, two):
     """pinhole report, diff and --baseline take `pinhole matrix --out DIR` itself: its
-    kernels sit in subdirectories, one killed before its results.json."""
+    kernels sit in subdirectories, one killed before its record."""
     results.write(tmp_path / "6.1", two[0])
     (tmp_path / "6.18").mkdir()
     killed_run(tmp_path / "6.18", [])
@@ -736,7 +754,7 @@ def test_a_matrix_output_reads_as_its_kernels(tmp_path, two):
     assert sorted(d["kernel"]["release"] for d in docs) == sorted(
         [two[0]["kernel"]["release"], "6.18"])
     (tmp_path / "nothing").mkdir()
-    with pytest.raises(ValueError, match="no results.json and no progress.jsonl"):
+    with pytest.raises(ValueError, match="no results.json.gz and no progress.jsonl"):
         merge.load_many([tmp_path / "nothing"])
 
 

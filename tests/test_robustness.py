@@ -120,7 +120,7 @@ def test_sigkill_of_one_worker(tmp_path: Path, scratch: Path, held: str) -> None
     wait_for(lambda: pid_running(out, held) is not None)
     os.kill(pid_running(out, held), signal.SIGKILL)
     assert run.wait(timeout=600) == 1, "a dead worker must fail the run"
-    doc = results.load(out / "results.json")
+    doc = results.load(out / results.FILE)
     errors = {c["id"]: c["reason"] for c in doc["cases"] if c["verdict"] == "error"}
     group = held.rsplit(".", 1)[0]
     # The held cell died with its worker; the cells its group had finished are kept (from
@@ -149,7 +149,7 @@ def test_a_hung_case_is_stopped_and_the_run_goes_on(tmp_path: Path, scratch: Pat
     # Without xdist: a limit this short would also fire inside xdist's own worker loop.
     run = start_run(out, scratch, "--timeout=0.001", "--mutation=none", workers="0")
     assert run.wait(timeout=300) == 1
-    doc = results.load(out / "results.json")
+    doc = results.load(out / results.FILE)
     errors = [c for c in doc["cases"] if c["verdict"] == "error"]
     timed_out = [c for c in errors if c["reason"].startswith("TIMEOUT")]
     assert timed_out, "nothing timed out with a 1 ms limit"
@@ -231,7 +231,7 @@ def test_a_stopped_run_reports_what_it_did(tmp_path: Path, scratch: Path, sig: i
     assert run.returncode == 128 + sig, stderr
     assert "Traceback" not in stderr and f"stopped by {signal.Signals(sig).name}" in stderr
     assert "INCOMPLETE: " in stdout, stdout
-    doc = results.load(out / "results.json")
+    doc = results.load(out / results.FILE)
     assert doc["incomplete"] and len(doc["cases"]) >= 40
     # Cut off: the cells the two workers were running, not the rest of their groups.
     assert 0 < len({i.rsplit(".", 1)[0] for i in doc["cut_off"]}) <= 2, doc["cut_off"]
@@ -274,12 +274,12 @@ def test_one_out_directory_one_run(tmp_path: Path, scratch: Path) -> None:
     assert "another pinhole run is writing there" in err
     first.communicate(timeout=600)
     assert first.returncode in (0, 1, 3), "the first run goes on"
-    old = results.load(out / "results.json")
+    old = results.load(out / results.FILE)
     (out / "mine.txt").write_text("not pinhole's")
     third = start_pinhole(out, scratch, "--mutation=none")
     _, err = third.communicate(timeout=600)
     assert "removed the previous run's results" in err
-    new = results.load(out / "results.json")
+    new = results.load(out / results.FILE)
     assert new["started"] > old["started"] and len(new["cases"]) < len(old["cases"])
     assert (out / "mine.txt").read_text() == "not pinhole's"
 

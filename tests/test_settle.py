@@ -102,7 +102,7 @@ def test_a_timeout_outside_a_cell_leaves_nothing_for_the_next_groups_remount(
          "-q", "--pin=odirect", "--backing=ext4", "--state=written", "--timeout=5",
          f"--pinhole-out={tmp_path / 'out'}"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert run.returncode == 1, run.stdout + run.stderr
-    doc = results.load(tmp_path / "out" / "results.json")
+    doc = results.load(tmp_path / "out" / results.FILE)
     by_id = {c["id"]: c for c in doc["cases"]}
     before = by_id["odirect.ext4.shared.rw.written.none.pin-to-file"]
     assert before["verdict"] == "error" and before["reason"].startswith(

@@ -1,4 +1,4 @@
-"""Reports from results.json: summary.md, matrix.md and matrix.html for people, results.ktap
+"""Reports from results.json.gz: summary.md, matrix.md and matrix.html for people, results.ktap
 and kcidb.json.gz for tools, a regression diff, and the summary at the end of a run."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def write_all(out: Path, docs: list[dict], baseline: list[dict] | None = None) -
             write(out / "results.ktap", ktap.render(docs[0]) if len(docs) == 1
                   else ktap.render_many(docs)),
             write(out / "junit.xml", junit.render(docs)),
-            write_bytes(out / "kcidb.json.gz", kcidb.dump(sub)),
+            write(out / "kcidb.json.gz", kcidb.dump(sub)),
         ]
     finally:
         failed = [name for pid, name in children.items()
@@ -94,16 +94,9 @@ def forked(path: Path, render: Callable[[], str]) -> int:
     return child
 
 
-def write_bytes(path: Path, data: bytes) -> Path:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return path
-
-
 def load_baseline(path: Path) -> list[dict]:
-    """--baseline DIR: a run's directory (or results.json), or a `pinhole matrix` output whose
-    kernels sit in subdirectories. Raises ValueError or OSError when DIR holds no run."""
+    """--baseline DIR: a run's directory (or its results.json.gz), or a `pinhole matrix` output
+    whose kernels sit in subdirectories. Raises ValueError or OSError when DIR holds no run."""
     from . import merge
 
     return sorted(merge.load_many([Path(path)]), key=lambda d: d["started"])

@@ -1,5 +1,5 @@
-"""Several results.json files as documents: shards of one run on one kernel merged into one,
-different kernels kept apart in the order given."""
+"""Several runs' records (results.json.gz) as documents: shards of one run on one kernel
+merged into one, different kernels kept apart in the order given."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from .. import results
 
 
 def resolve(path: Path) -> Path:
-    return path / "results.json" if path.is_dir() else path
+    return results.record_in(path) if path.is_dir() else path
 
 
 def kernel_key(doc: dict) -> tuple[str, str, str]:
@@ -31,26 +31,27 @@ def merge(docs: list[dict]) -> dict:
 
 
 def finished(run: Path) -> bool:
-    """results.json is this run's: an older one beside a newer progress.jsonl is a previous
+    """The record is this run's: an older one beside a newer progress.jsonl is a previous
     run's, and what the newer run did is in its progress."""
-    done, progress = run / "results.json", run / results.PROGRESS
+    done, progress = results.record_in(run), run / results.PROGRESS
     if not done.exists():
         return False
     return not progress.exists() or done.stat().st_mtime_ns >= progress.stat().st_mtime_ns
 
 
 def runs_in(path: Path) -> list[Path]:
-    """A run's directory or results.json as itself; a `pinhole matrix` output, whose kernels
+    """A run's directory or record as itself; a `pinhole matrix` output, whose kernels
     sit in subdirectories (finished or killed), as those."""
-    if not path.is_dir() or any((path / f).exists() for f in ("results.json", results.PROGRESS)):
+    marks = (results.FILE, results.PLAIN, results.PROGRESS)
+    if not path.is_dir() or any((path / f).exists() for f in marks):
         return [path]
-    runs = sorted({p.parent for f in ("results.json", results.PROGRESS)
+    runs = sorted({p.parent for f in marks
                    for p in path.glob(f"*/{f}")})
     return runs or [path]  # no run there at all: loading it says so
 
 
 def load_many(paths: list[Path]) -> list[dict]:
-    """Read and check each file (a directory means its results.json, a `pinhole matrix`
+    """Read and check each file (a directory means its record, a `pinhole matrix`
     output its kernels'), merge by kernel."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for path in (run for p in paths for run in runs_in(Path(p))):
