@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from collections import Counter
 from dataclasses import fields
 from pathlib import Path
@@ -341,7 +342,10 @@ def incomplete_text(what: str, done: int, planned: int | None, cut_off: list[str
 def load(path: Path) -> dict:
     """A record, gzipped or plain (told by its first bytes, not its name)."""
     data = path.read_bytes()
-    doc = json.loads(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+    try:
+        doc = json.loads(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+    except (EOFError, zlib.error) as e:  # cut short or damaged: what JSON's errors say too
+        raise ValueError(f"{path}: not a whole gzip file ({e})") from None
     if doc.get("schema") not in READABLE:
         raise ValueError(f"{path}: not a pinhole results file (schema {doc.get('schema')!r})")
     return unpack(doc)

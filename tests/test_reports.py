@@ -356,6 +356,10 @@ def test_a_record_is_gzipped_and_an_older_pinholes_plain_one_still_reads(tmp_pat
     assert loaded["cases"] == results.load(record)["cases"] == d["cases"]
     results.write(old, d)  # a new run in an old run's directory leaves one record
     assert sorted(p.name for p in old.iterdir()) == [results.FILE]
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(record.read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a whole gzip file"):
+        results.load(cut)
 
 
 def test_an_old_results_json_does_not_win_over_a_newer_progress(tmp_path):
