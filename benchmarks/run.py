@@ -3,7 +3,8 @@
     python benchmarks/run.py [--matrix debian:6.12 ...] [--jobs 1,2] [--out FILE]
 
 - host: the full matrix with -n 1 and -n 2 (or --jobs): wall time, cases per second, the
-  speedup from 1 to 2 workers, per-case median and p95, the harness's own cost (wall time
+  speedup from 1 to 2 workers (and of pytest's session alone, without the command's start,
+  record and reports around it), per-case median and p95, the harness's own cost (wall time
   not spent inside cells), peak memory of the run's process tree, and the size of what
   the run wrote;
 - breakdown: where a cell's time goes (prepare, pin, mutation, each check, judging, the
@@ -112,6 +113,10 @@ def host_run(jobs: str) -> dict:
     inside = sum(c["duration_s"] for c in doc["cases"])
     return {
         "jobs": jobs, "workers": workers, "wall_s": round(wall, 2), "cases": len(doc["cases"]),
+        # pytest's session (workers' start and the cells) and what no worker shares: the
+        # command's start, the record, the reports.
+        "session_s": round(doc["finished"] - doc["started"], 2),
+        "outside_session_s": round(wall - (doc["finished"] - doc["started"]), 2),
         "ran": len(ran), "cases_per_s": round(len(doc["cases"]) / wall, 1),
         "case_median_ms": round(statistics.median(ran) * 1000, 2),
         "case_p95_ms": round(sorted(ran)[int(0.95 * len(ran))] * 1000, 2),
@@ -223,7 +228,9 @@ def table(report: dict) -> str:
     if len(report["host"]) > 1:
         one, two = report["host"][:2]
         lines.append(f"speedup from -n {one['jobs']} to -n {two['jobs']}: "
-                     f"{one['wall_s'] / two['wall_s']:.2f}x")
+                     f"{one['wall_s'] / two['wall_s']:.2f}x (the session alone "
+                     f"{one['session_s'] / two['session_s']:.2f}x; outside it "
+                     f"{one['outside_session_s']} and {two['outside_session_s']} s)")
     for r in report["host"]:
         lines.append(f"-n {r['jobs']}: wrote {r['output_mb']} MB")
     b = report["breakdown"]
