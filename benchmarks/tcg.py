@@ -310,20 +310,18 @@ def run_arm(kernel, name: str, arm: dict, selection: list[str], accel: str, micr
         shell = (f"{copy}cd {shlex.quote(str(ROOT))} && {env} exec "
                  f"{shlex.join([*arm.get('prefix', []), *argv])}")
         before = load()
-        for _ in range(2):  # a VM that dies before its guest comes up (seen under TCG): again
-            # Only the fast arms get pinhole's TCG options, so "default" is the kernel's own.
-            res = vm.boot_and_run(kernel, shell, timeout=timeout,
-                                  append=[*multikernel.PMEM_APPEND, *arm["append"]],
-                                  rwdirs=[out], memory=multikernel.GUEST_MEMORY,
-                                  cpus=arm.get("cpus", 2), accel=accel,
-                                  fast=arm.get("fast", False),
-                                  qemu=[ports.qemu_options(out / "run" / results.PROGRESS)])
-            if res.outcome == "ok" or (out / "guest-bench.json").exists():
-                break
+        # Only the fast arms get pinhole's TCG options, so "default" is the kernel's own. A VM
+        # that dies before its guest comes up is booted again by boot_and_run() itself.
+        res = vm.boot_and_run(kernel, shell, timeout=timeout,
+                              append=[*multikernel.PMEM_APPEND, *arm["append"]],
+                              rwdirs=[out], memory=multikernel.GUEST_MEMORY,
+                              cpus=arm.get("cpus", 2), accel=accel, fast=arm.get("fast", False),
+                              qemu=[ports.qemu_options(out / "run" / results.PROGRESS)])
         row = {"arm": name, "append": arm["append"], "cpus": arm.get("cpus", 2),
                "pytest": arm.get("pytest", []), "env": arm.get("env", {}),
                "vm": res.outcome, "boot_s": round(res.boot_seconds, 1),
-               "vm_run_s": round(res.run_seconds, 1), "load_before": before, "load_after": load()}
+               "vm_run_s": round(res.run_seconds, 1), "lost_boots": len(res.lost),
+               "load_before": before, "load_after": load()}
         with contextlib.suppress(FileNotFoundError, ValueError):
             row["guest"] = json.loads((out / "guest-bench.json").read_text())
         with contextlib.suppress(FileNotFoundError, ValueError):
