@@ -108,3 +108,19 @@ def cells(selection: Selection | None = None, extra_checks: Iterable[str] = (),
 def universe() -> list[Case]:
     """Every case the vocabulary allows, on any kernel: what spec entries are checked against."""
     return [case for cell in cells(every_access=True) for case in cell.cases]
+
+
+Product = tuple[dict[str, tuple[str, ...]], list[tuple[str, str]]]
+
+
+def universe_products() -> list[Product]:
+    """universe() as products, one an access mode: every pin, backing, mapping and state by
+    the (mutation, check) pairs the mode allows. The spec is checked against these, not the
+    82,000 cases they make (0.17 s of pinhole's start); tests/test_spec.py holds them equal."""
+    products = []
+    for access in ACCESS:
+        no_writes = access == "ro"  # as in cells(every_access=True): every pin takes writes
+        names = {d: v for d, v in VOCABULARY.items() if d not in ("mutation", "check")}
+        products.append(({**names, "access": (access,)},
+                         [(m, c) for m in MUTATIONS for c in _checks(m, no_writes, CHECKS)]))
+    return products

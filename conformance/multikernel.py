@@ -30,7 +30,6 @@ from . import (
     results,
     vm,
 )
-from .expectations import SPEC_CHECKED
 from .guest import GUEST_FILE, HOLD_IN, MODULES, PANIC_IN
 from .model import Case, Result, group_of
 from .running_kernel import parse_version
@@ -86,8 +85,6 @@ def guest_command(kernel: debian.Kernel, out: Path, pytest_args: list[str],
     for hook in (PANIC_IN, HOLD_IN):  # a test asks the guest to panic, or wait, in a cell
         if os.environ.get(hook):
             env += f" {hook}={shlex.quote(os.environ[hook])}"
-    if os.environ.get(SPEC_CHECKED):  # checked on the host: not again under TCG
-        env += f" {SPEC_CHECKED}=1"
     if results.SYNC_ENV in os.environ:  # fsync progress.jsonl or not, whatever the mount
         env += f" {results.SYNC_ENV}={shlex.quote(os.environ[results.SYNC_ENV])}"
     if kernel.config_path:

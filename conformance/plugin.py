@@ -19,8 +19,8 @@ from _pytest.mark.expression import Expression
 from . import cgroups, cpus, guest, hugepages, lifetime, probe, results
 from .availability import missing
 from .checks import OPT_IN, unavailable
-from .dimensions import VOCABULARY, UnknownName, cells, is_group_id, names, universe
-from .expectations import SPEC_CHECKED, Spec, SpecError
+from .dimensions import VOCABULARY, UnknownName, cells, is_group_id, names
+from .expectations import Spec, SpecError
 from .model import Case, Cell, Group, Result, group_of, grouped
 from .reports import terminal
 from .runner import reraise_interrupt, run_cell, settle
@@ -177,10 +177,10 @@ def pytest_configure(config: pytest.Config) -> None:
             shard(config)
         else:
             plan(config)
-        # Checking every entry against the whole matrix is done once: by pinhole's command
-        # before it starts pytest or a VM, else by the controller, never by the workers.
-        check = not hasattr(config, "workerinput") and not os.environ.get(SPEC_CHECKED)
-        config.stash[SPEC] = Spec.load(config.getoption("spec"), universe() if check else None)
+        # Every entry checked against the whole matrix by the controller; its workers were
+        # started with the same files.
+        config.stash[SPEC] = Spec.load(config.getoption("spec"),
+                                       checked=not hasattr(config, "workerinput"))
     except (UnknownName, SpecError) as e:
         raise pytest.UsageError(str(e)) from None
     problem = scratch_problem()

@@ -2,13 +2,14 @@
 decisions of the built-in spec as recorded."""
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 
 from conformance.backings import BACKINGS
-from conformance.dimensions import VOCABULARY, Case, universe
+from conformance.dimensions import VOCABULARY, Case, universe, universe_products
 from conformance.expectations import (
     LAYER_NAMES,
     Range,
@@ -28,7 +29,7 @@ def entries(text):
 
 
 def test_builtin_spec_is_valid_and_cites_reasons():
-    spec = Spec.load(universe=universe())
+    spec = Spec.load(checked=True)
     assert spec.entries and all(len(e.reason) > 40 for e in spec.entries)
 
 
@@ -71,10 +72,23 @@ def test_an_entry_that_matches_nothing_is_refused(tmp_path):
     f.write_text('# a layered file\n[[expect]]\npin = "io_uring"\naccess = "ro"\n'
                  'backing = "ext4"\ncheck = "admission"\nmutation = "none"\nstate = "hole"\n'
                  'mapping = "shared"\noutcome = "pinned"\nreason = "r"\n')
-    Spec.load([f], universe())  # ro io_uring is in the vocabulary's universe
+    Spec.load([f], checked=True)  # ro io_uring is in the vocabulary's universe
     f.write_text('[[expect]]\npin = "io_uring"\nbacking = []\noutcome = "pinned"\nreason = "r"\n')
     with pytest.raises(SpecError, match=r"extra.toml:1: entry matches no case"):
-        Spec.load([f], universe())
+        Spec.load([f], checked=True)
+    # Each name is in the matrix, the pair is not: nothing is written through a read-only pin.
+    f.write_text('[[expect]]\naccess = "ro"\ncheck = "pin-to-file"\noutcome = "coherent"\n'
+                 'reason = "r"\n')
+    with pytest.raises(SpecError, match=r"extra.toml:1: entry matches no case"):
+        Spec.load([f], checked=True)
+
+
+def test_the_products_the_spec_is_checked_against_are_the_universe():
+    made = {tuple({**dict(zip(names, combo, strict=True)), "mutation": m, "check": c}[d]
+                  for d in VOCABULARY)
+            for names, pairs in universe_products()
+            for combo in itertools.product(*names.values()) for m, c in pairs}
+    assert made == {tuple(getattr(case, d) for d in VOCABULARY) for case in universe()}
 
 
 def test_layered_spec_refines_builtin(tmp_path):
