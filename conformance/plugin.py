@@ -87,11 +87,12 @@ def keyword_filter(expression: str):
 @dataclass
 class Plan:
     """What a run will do, worked out the same way in every process of it: the cells to run,
-    and the results of the cases known to skip here (their pin or backing is missing, or an
-    opt-in check this kernel cannot run at all), which need no item, no worker and no trial."""
+    and the cases known to skip here, each with why (their pin or backing is missing, or an
+    opt-in check this kernel cannot run at all), which need no item, no worker and no trial:
+    only the controller makes their records."""
 
     cells: list[Cell]
-    skipped: list[Result]
+    skipped: list[tuple[Case, str]]
     groups: list[Group] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -147,8 +148,13 @@ def plan(config: pytest.Config) -> Plan:
     if PLAN not in config.stash:
         selection = selected(config)
         extra = OPT_IN if config.getoption("kernel_view") else ()
-        chosen = keyword_filter(config.getoption("keyword"))
+        keyword = config.getoption("keyword")
+        chosen = keyword_filter(keyword)
         done, panicked = earlier_boots(config)
+        # Every process plans the whole matrix (0.2 s of each one's start): filter case by
+        # case only when -k or an earlier boot asks, and ask once per pin and backing.
+        filtering = bool(done or (keyword or "").strip())
+        absent_here = functools.cache(missing)
 
         def wanted(case_id: str) -> bool:
             return case_id not in done and chosen(case_id)
@@ -157,13 +163,20 @@ def plan(config: pytest.Config) -> Plan:
         run, skipped = [], []
         lacking = {c: why for c in extra if (why := unavailable(c))}
         for i, cell in enumerate(cells(selection, extra)):
-            cases = [c for c in cell.cases if wanted(c.id)] if i % parts == part else []
-            absent = missing(cell.first.pin, cell.first.backing) if cases else None
-            if cases and group_of(cell.id) in panicked:
+            if i % parts != part:
+                continue
+            cases = [c for c in cell.cases if wanted(c.id)] if filtering else cell.cases
+            if not cases:
+                continue
+            absent = absent_here(cell.first.pin, cell.first.backing)
+            if panicked and group_of(cell.id) in panicked:
                 absent = panic_skip_reason(panicked[group_of(cell.id)])
-            why = {c: absent or lacking.get(c.check) for c in cases}  # None: it runs
-            skipped += [Result(c, "skip", reason=r) for c, r in why.items() if r]
-            left = tuple(c for c, r in why.items() if not r)
+            if absent:
+                skipped += [(c, absent) for c in cases]
+                continue
+            why = {c: lacking.get(c.check) for c in cases} if lacking else {}
+            skipped += [(c, r) for c, r in why.items() if r]
+            left = tuple(c for c in cases if not why.get(c))
             if left:
                 run.append(Cell(left))
         config.stash[PLAN] = Plan(run, skipped)
@@ -483,7 +496,7 @@ class Controller:
 
     @functools.cached_property
     def skipped(self) -> list[dict]:
-        return [r.as_dict() for r in self.plan.skipped]
+        return [results.skip_record(c.id, why) for c, why in self.plan.skipped]
 
     @functools.cached_property
     def groups(self) -> dict[str, Group]:
@@ -556,7 +569,7 @@ class Controller:
             for rec in self.skipped:  # the terminal has them from its plan
                 self.cases[rec["id"]] = rec
             if self.progress:
-                self.progress.record(*self.skipped)
+                self.progress.skipped((c.id, why) for c, why in self.plan.skipped)
             workers = self.config.getoption("numprocesses", None) or 1
             hugetlb = {c.first.backing for c in self.plan.cells} & {"memfd-hugetlb",
                                                                     "hugetlbfs"}

@@ -314,6 +314,23 @@ def killed_run(tmp_path, ids_begun):
     return tmp_path
 
 
+def test_the_cases_known_to_skip_come_back_from_progress_jsonl_as_whole_records(tmp_path):
+    """The controller writes them as ids by reason, one line a reason (a long one in pieces)."""
+    skipped = [(f"rdma.ext4.shared.rw.hole.none.{check}", "needs rdma_rxe: modprobe rdma_rxe")
+               for check in ("admission", "zeropage")]
+    skipped += [(f"udmabuf.memfd.{m}.rw.hole.none.admission", "needs /dev/udmabuf " + "x" * 5000)
+                for m in ("shared", "private")]
+    progress = results.Progress(tmp_path, {"kernel": {}, "started": 1.0})
+    progress.skipped(skipped)
+    progress.close()
+    lines = (tmp_path / results.PROGRESS).read_text().splitlines()
+    assert len(lines) > 3 and all(len(line) < 4096 for line in lines)  # the long one: pieces
+    _, recs, cut_off = results.read_progress(tmp_path)
+    assert sorted(recs, key=lambda r: r["id"]) == sorted(
+        (results.skip_record(i, why) for i, why in skipped), key=lambda r: r["id"])
+    assert not cut_off and recs[0]["pin"] in ("rdma", "udmabuf") and recs[0]["spec"] == []
+
+
 def test_a_killed_run_is_incomplete_in_every_report(tmp_path):
     running = "io_uring.ext4.shared.rw.hole.none.admission"
     out = killed_run(tmp_path, [running])
