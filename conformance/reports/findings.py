@@ -29,6 +29,7 @@ def plural(n: int, word: str) -> str:
 
 
 @functools.cache  # a few hundred entries, asked for by every record of a full run
+@functools.cache  # a few dozen entries, asked for by every case of every report
 def spec_name(where: str) -> str:
     """A spec entry as file:line, without its directory."""
     return Path(where).name
