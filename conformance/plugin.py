@@ -637,6 +637,9 @@ class Controller:
         return cut_off
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        # The records live until the process ends: frozen, the collections that making the
+        # record sets off stop walking them (a host run's record: 0.32-0.42 s, now 0.24 s).
+        gc.freeze()
         if self.reservation:
             self.reservation.release()
         stop = session.shouldfail or session.shouldstop  # -x, --maxfail, xdist's own stop

@@ -3,7 +3,6 @@ and kcidb.json.gz for tools, a regression diff, and the summary at the end of a 
 
 from __future__ import annotations
 
-import gc
 import importlib
 import os
 import pkgutil
@@ -12,6 +11,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from ..results import collector_paused
 from ..results import write_atomic as write
 
 __all__ = ["FILES", "diff", "link_all", "load_baseline", "merge", "summary", "write_all"]
@@ -37,25 +37,22 @@ def write_all(out: Path, docs: list[dict], baseline: list[dict] | None = None) -
 
     out.mkdir(parents=True, exist_ok=True)
     # The reports make millions of objects and no garbage cycles: the collector's passes
-    # over them were 0.2 s of a host run's 1.1 s of reports (its children inherit this).
-    collecting = gc.isenabled()
-    gc.disable()
-    children = {forked(out / "matrix.md", lambda: markdown.render(docs)): "matrix.md"}
-    try:
-        children[forked(out / "matrix.html", lambda: html.render(docs))] = "matrix.html"
-        sub = kcidb.validate(kcidb.build_all(docs))
-        written = [
-            write(out / "summary.md", mail.render(docs, baseline)),
-            write(out / "results.ktap", ktap.render(docs[0]) if len(docs) == 1
-                  else ktap.render_many(docs)),
-            write(out / "junit.xml", junit.render(docs)),
-            write(out / "kcidb.json.gz", kcidb.dump(sub)),
-        ]
-    finally:
-        if collecting:
-            gc.enable()
-        failed = [name for pid, name in children.items()
-                  if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])]
+    # over them were 0.2 s of a host run's 1.1 s of reports (its children inherit the pause).
+    with collector_paused():
+        children = {forked(out / "matrix.md", lambda: markdown.render(docs)): "matrix.md"}
+        try:
+            children[forked(out / "matrix.html", lambda: html.render(docs))] = "matrix.html"
+            sub = kcidb.validate(kcidb.build_all(docs))
+            written = [
+                write(out / "summary.md", mail.render(docs, baseline)),
+                write(out / "results.ktap", ktap.render(docs[0]) if len(docs) == 1
+                      else ktap.render_many(docs)),
+                write(out / "junit.xml", junit.render(docs)),
+                write(out / "kcidb.json.gz", kcidb.dump(sub)),
+            ]
+        finally:
+            failed = [name for pid, name in children.items()
+                      if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])]
     if failed:
         raise RuntimeError(f"writing {' and '.join(failed)} failed (the traceback is above)")
     # A plain kcidb.json of an older run in the same directory would say something else.
