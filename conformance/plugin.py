@@ -143,44 +143,49 @@ def starts_workers(config: pytest.Config) -> bool:
 
 
 def plan(config: pytest.Config) -> Plan:
-    if PLAN not in config.stash and not collects_matrix(config):
-        config.stash[PLAN] = Plan([], [])
+    """The run's plan, worked out once a process."""
     if PLAN not in config.stash:
-        selection = selected(config)
-        extra = OPT_IN if config.getoption("kernel_view") else ()
-        keyword = config.getoption("keyword")
-        chosen = keyword_filter(keyword)
-        done, panicked = earlier_boots(config)
-        # Every process plans the whole matrix (0.2 s of each one's start): filter case by
-        # case only when -k or an earlier boot asks, and ask once per pin and backing.
-        filtering = bool(done or (keyword or "").strip())
-        absent_here = functools.cache(missing)
-
-        def wanted(case_id: str) -> bool:
-            return case_id not in done and chosen(case_id)
-
-        part, parts = shard(config)
-        run, skipped = [], []
-        lacking = {c: why for c in extra if (why := unavailable(c))}
-        for i, cell in enumerate(cells(selection, extra)):
-            if i % parts != part:
-                continue
-            cases = [c for c in cell.cases if wanted(c.id)] if filtering else cell.cases
-            if not cases:
-                continue
-            absent = absent_here(cell.first.pin, cell.first.backing)
-            if panicked and group_of(cell.id) in panicked:
-                absent = panic_skip_reason(panicked[group_of(cell.id)])
-            if absent:
-                skipped += [(c, absent) for c in cases]
-                continue
-            why = {c: lacking.get(c.check) for c in cases} if lacking else {}
-            skipped += [(c, r) for c, r in why.items() if r]
-            left = tuple(c for c in cases if not why.get(c))
-            if left:
-                run.append(Cell(left))
-        config.stash[PLAN] = Plan(run, skipped)
+        # 36,000 cases made and no cycles: 0.09 s with the collector paused, 0.13 s without.
+        with results.collector_paused():
+            config.stash[PLAN] = make_plan(config) if collects_matrix(config) else Plan([], [])
     return config.stash[PLAN]
+
+
+def make_plan(config: pytest.Config) -> Plan:
+    selection = selected(config)
+    extra = OPT_IN if config.getoption("kernel_view") else ()
+    keyword = config.getoption("keyword")
+    chosen = keyword_filter(keyword)
+    done, panicked = earlier_boots(config)
+    # Every process plans the whole matrix as it starts, beside the others: filter case by
+    # case only when -k or an earlier boot asks, and ask once per pin and backing.
+    filtering = bool(done or (keyword or "").strip())
+    absent_here = functools.cache(missing)
+
+    def wanted(case_id: str) -> bool:
+        return case_id not in done and chosen(case_id)
+
+    part, parts = shard(config)
+    run, skipped = [], []
+    lacking = {c: why for c in extra if (why := unavailable(c))}
+    for i, cell in enumerate(cells(selection, extra)):
+        if i % parts != part:
+            continue
+        cases = [c for c in cell.cases if wanted(c.id)] if filtering else cell.cases
+        if not cases:
+            continue
+        absent = absent_here(cell.first.pin, cell.first.backing)
+        if panicked and group_of(cell.id) in panicked:
+            absent = panic_skip_reason(panicked[group_of(cell.id)])
+        if absent:
+            skipped += [(c, absent) for c in cases]
+            continue
+        why = {c: lacking.get(c.check) for c in cases} if lacking else {}
+        skipped += [(c, r) for c, r in why.items() if r]
+        left = tuple(c for c in cases if not why.get(c))
+        if left:
+            run.append(Cell(left))
+    return Plan(run, skipped)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -496,7 +501,8 @@ class Controller:
 
     @functools.cached_property
     def skipped(self) -> list[dict]:
-        return [results.skip_record(c.id, why) for c, why in self.plan.skipped]
+        with results.collector_paused():
+            return [results.skip_record(c.id, why) for c, why in self.plan.skipped]
 
     @functools.cached_property
     def groups(self) -> dict[str, Group]:
