@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conformance import results
+from conformance import framing, results
 from conformance.dimensions import KCIDB_PATH
 from conformance.reports import (
     FILES,
@@ -318,13 +318,14 @@ def test_the_cases_known_to_skip_come_back_from_progress_jsonl_as_whole_records(
     """The controller writes them as ids by reason, one line a reason (a long one in pieces)."""
     skipped = [(f"rdma.ext4.shared.rw.hole.none.{check}", "needs rdma_rxe: modprobe rdma_rxe")
                for check in ("admission", "zeropage")]
-    skipped += [(f"udmabuf.memfd.{m}.rw.hole.none.admission", "needs /dev/udmabuf " + "x" * 5000)
+    long = "needs /dev/udmabuf " + "x" * framing.MAX_WRITE  # more than a write: in pieces
+    skipped += [(f"udmabuf.memfd.{m}.rw.hole.none.admission", long)
                 for m in ("shared", "private")]
     progress = results.Progress(tmp_path, {"kernel": {}, "started": 1.0})
     progress.skipped(skipped)
     progress.close()
     lines = (tmp_path / results.PROGRESS).read_text().splitlines()
-    assert len(lines) > 3 and all(len(line) < 4096 for line in lines)  # the long one: pieces
+    assert len(lines) > 3 and all(len(line) < framing.MAX_WRITE for line in lines)
     _, recs, cut_off = results.read_progress(tmp_path)
     assert sorted(recs, key=lambda r: r["id"]) == sorted(
         (results.skip_record(i, why) for i, why in skipped), key=lambda r: r["id"])
