@@ -7,9 +7,16 @@ uapi header it comes from.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
 
 import cffi
+
+from .cache import cache_root
 
 CDEF = """
     /* libc */
@@ -118,28 +125,52 @@ CDEF = """
 """
 # What names the declarations above: an out-of-line module made from other ones is not used.
 CDEF_KEY = hashlib.sha256(f"{cffi.__version__}\n{CDEF}".encode()).hexdigest()[:16]
-# The out-of-line ABI module conformance/bundle.py makes from CDEF for a VM's guest.
+# CDEF in cffi's out-of-line ABI mode: in a VM's imports (conformance/bundle.py), and on a host
+# in the cache, where the first process that parsed CDEF leaves it for the next ones.
 OUT_OF_LINE = "_pinhole_abi"
 
 
 def _ffi() -> cffi.FFI:
-    """CDEF's FFI: from OUT_OF_LINE where it is on the path and made from these declarations
-    (parsing them with pycparser is about a second of a TCG guest's start), else parsed."""
-    try:
-        made = __import__(OUT_OF_LINE)
-        if made.CDEF_KEY == CDEF_KEY:
-            return made.ffi
-    except (ImportError, AttributeError):
-        pass
+    """CDEF's FFI from an OUT_OF_LINE module made from these declarations, else parsed with
+    pycparser: 30-40 ms of every pinhole process's start on a host, a second under TCG."""
+    cached = _cached()
+    for load in (lambda: __import__(OUT_OF_LINE), lambda: _load(cached)):
+        try:
+            made = load()
+            if made.CDEF_KEY == CDEF_KEY:
+                return made.ffi
+        except Exception:  # noqa: BLE001 - none, stale or broken: CDEF is parsed instead
+            pass
     parsed = cffi.FFI()
     parsed.cdef(CDEF)
+    if cached is not None:
+        with contextlib.suppress(OSError):  # a read-only cache: the next process parses too
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+            tmp.write_text(out_of_line_source())
+            os.replace(tmp, cached)
     return parsed
+
+
+def _cached() -> Path | None:
+    try:
+        return cache_root() / "abi" / f"{OUT_OF_LINE}.py"
+    except (RuntimeError, KeyError):  # no home directory to find
+        return None
+
+
+def _load(path: Path | None) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(OUT_OF_LINE, path) if path else None
+    if spec is None or spec.loader is None or not path.exists():
+        raise ImportError(OUT_OF_LINE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def out_of_line_source() -> str:
     """The OUT_OF_LINE module's source: cffi's out-of-line ABI mode (no compiler), with
     CDEF_KEY."""
-    import os
     import tempfile
 
     builder = cffi.FFI()

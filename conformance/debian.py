@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import cmp_to_key
 from pathlib import Path
 
+from .cache import cache_root
 from .running_kernel import KernelConfig, parse_config
 
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -190,11 +191,6 @@ def choose(spec: str, builds: list[Build], meta: dict[str, list[str]]) -> Build:
     if chosen is None:
         raise KernelNotFound(f"unknown kernel {spec}; available: {available(builds)}")
     return chosen
-
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "pinhole"
 
 
 class Apt:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance import bundle, multikernel
+from conformance import abi, bundle, multikernel
 from conformance.debian import Kernel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +103,8 @@ def test_the_copies_are_what_the_guest_imports(packed: bundle.Packed, tmp_path: 
 def test_abi_loads_its_declarations_from_the_zip_unparsed(packed: bundle.Packed,
                                                           tmp_path: Path) -> None:
     """The zip's out-of-line module gives conformance.abi the same types as parsing CDEF, and
-    pycparser is never imported; one made from other declarations is not used."""
+    pycparser is never imported; one made from other declarations is not used, and on a host
+    the cache's (made by the first process that parsed) serves the next processes."""
     probe = ("import sys, cffi, conformance.abi as a; p = cffi.FFI(); p.cdef(a.CDEF); "
              "print(type(a.ffi).__module__, 'pycparser' in sys.modules, all("
              "[(n, f.offset) for n, f in a.ffi.typeof('struct ' + s).fields] == "
@@ -119,10 +120,23 @@ def test_abi_loads_its_declarations_from_the_zip_unparsed(packed: bundle.Packed,
     stale = tmp_path / "stale"
     stale.mkdir()
     (stale / "_pinhole_abi.py").write_text("ffi = None\nCDEF_KEY = 'other declarations'\n")
-    probe = "import conformance.abi as a; print(type(a.ffi).__module__)"
+    probe = ("import sys, conformance.abi as a; "
+             "print(type(a.ffi).__module__, 'pycparser' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(stale), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": str(stale)})
-    assert run.stdout.split() == ["cffi.api"], run.stderr
+                         text=True, env=env)
+    assert run.stdout.split() == ["cffi.api", "True"], run.stderr
+    # The process that parsed left the module in the cache; the next one loads it from there.
+    cached = tmp_path / "cache" / "pinhole" / "abi" / "_pinhole_abi.py"
+    assert f"CDEF_KEY = {abi.CDEF_KEY!r}" in cached.read_text()
+    run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, env=env)
+    assert run.stdout.split() == ["_cffi_backend", "False"], run.stderr
+    cached.write_text("raise ImportError('broken')\n")  # a broken cache is parsed past
+    run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, env=env)
+    assert run.stdout.split() == ["cffi.api", "True"], run.stderr
+    assert f"CDEF_KEY = {abi.CDEF_KEY!r}" in cached.read_text()
 
 
 def test_xdist_starts_its_workers_with_the_zip_first(packed: bundle.Packed,
