@@ -507,7 +507,7 @@ class Controller:
     @functools.cached_property
     def skipped(self) -> list[dict]:
         with results.collector_paused():
-            return [results.skip_record(c.id, why) for c, why in self.plan.skipped]
+            return [results.skip_record(c, why) for c, why in self.plan.skipped]
 
     @functools.cached_property
     def groups(self) -> dict[str, Group]:

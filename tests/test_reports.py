@@ -14,6 +14,7 @@ import pytest
 
 from conformance import framing, results
 from conformance.dimensions import KCIDB_PATH
+from conformance.model import Case, Result
 from conformance.reports import (
     FILES,
     diff,
@@ -312,6 +313,17 @@ def killed_run(tmp_path, ids_begun):
     lines += [{"begin": i} for i in ids_begun]
     (tmp_path / results.PROGRESS).write_text("".join(json.dumps(x) + "\n" for x in lines))
     return tmp_path
+
+
+def test_a_known_skips_record_is_the_same_from_its_case_its_id_and_a_result():
+    """The controller makes it from the plan's Case, a reader from its id; either is the record
+    a Result would give, field for field and in its order."""
+    case = Case.from_id("rdma.ext4.shared.rw.hole.none.admission")
+    want = Result(case, "skip", reason="needs rdma_rxe").as_dict()
+    for made in (results.skip_record(case, "needs rdma_rxe"),
+                 results.skip_record(case.id, "needs rdma_rxe")):
+        assert made == want and list(made) == list(want)
+    assert list(case.dimensions()) == list(results.DIMENSIONS)
 
 
 def test_the_cases_known_to_skip_come_back_from_progress_jsonl_as_whole_records(tmp_path):
