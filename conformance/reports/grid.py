@@ -117,15 +117,18 @@ def tables(docs: list[dict]) -> list[Table]:
     out = []
     for pin in order("pin", by_pin):
         mine = by_pin[pin]
-        rank = {d: {v: i for i, v in enumerate(order(d, (c[d] for _, c, _ in mine)))}
+        cases = [c for _, c, _ in mine]
+        # map() and dict.fromkeys() over 36,000 cases: a report's every table, at C speed.
+        rank = {d: {v: i for i, v in enumerate(order(d, dict.fromkeys(map(itemgetter(d), cases))))}
                 for d in (*ROW_DIMENSIONS, "check")}
-        rows = sorted({row for _, _, row in mine},
+        rows = sorted(dict.fromkeys(row for _, _, row in mine),
                       key=lambda r: [rank[d][v] for d, v in zip(ROW_DIMENSIONS, r, strict=True)])
-        mutations = order("mutation", (c["mutation"] for _, c, _ in mine
+        mutations = order("mutation", (c["mutation"] for c in cases
                                        if c["check"] not in PIN_CHECKS))
-        has_pin = any(c["check"] in PIN_CHECKS for _, c, _ in mine)
+        has_pin = any(c["check"] in PIN_CHECKS for c in cases)
         cells: dict[tuple[Row, int, str], Cell] = {}
-        for k, c, row in sorted(mine, key=lambda kcr: rank["check"][kcr[1]["check"]]):
+        check_rank = rank["check"]
+        for k, c, row in sorted(mine, key=lambda kcr: check_rank[kcr[1]["check"]]):
             cells.setdefault((row, k, column_of(c)), Cell()).cases.append(c)
         columns = [PIN_COLUMN] * has_pin + mutations
         out.append(Table(pin, len(docs), columns, rows, cells))

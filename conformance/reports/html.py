@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from html import escape
+from operator import itemgetter
 
 from .. import results
 from . import about, findings, grid
@@ -16,6 +17,8 @@ from . import about, findings, grid
 # positions in FIELDS up to its last non-empty one; every text is stored once in "strings".
 FIELDS = ("verdict", "reason", "outcome", "expected", "spec", "errno", "detail", "dmesg", "taint")
 EMPTY = (None, "", [])
+FIELDS_OF = itemgetter(*FIELDS)
+SPEC = FIELDS.index("spec")
 
 
 class Strings:
@@ -29,7 +32,11 @@ class Strings:
 
     def record(self, c: dict) -> int:
         # Thousands of cases share a record: look its fields up before indexing each text.
-        fields = tuple(tuple(v) if isinstance(v := c.get(f), list) else v for f in FIELDS)
+        try:
+            fields = FIELDS_OF(c)
+            fields = (*fields[:SPEC], tuple(fields[SPEC]), *fields[SPEC + 1:])
+        except KeyError:  # a record without some field (an older pinhole's)
+            fields = tuple(tuple(v) if isinstance(v := c.get(f), list) else v for f in FIELDS)
         found = self.seen.get(fields)
         if found is None:
             found = self.seen[fields] = self._record(c)
@@ -44,10 +51,16 @@ class Strings:
         return self.records.setdefault(key, len(self.records))
 
     def cell(self, cases: list[dict]) -> list:
-        prefix = ".".join(cases[0]["id"].split(".")[:-2])
-        return [self(prefix), *([self(".".join(c["id"].split(".")[-2:])),
-                                 round((c.get("duration_s") or 0) * 1000), self.record(c)]
-                                for c in cases)]
+        return [self(split_id(cases[0]["id"])[0]), *([self(split_id(c["id"])[1]),
+                                                      round((c.get("duration_s") or 0) * 1000),
+                                                      self.record(c)] for c in cases)]
+
+
+def split_id(case_id: str) -> tuple[str, str]:
+    """A case id as its cell's prefix (pin.backing.mapping.access.state) and its suffix
+    (mutation.check); an id of two parts or fewer is all suffix."""
+    parts = case_id.rsplit(".", 2)
+    return (parts[0], f"{parts[1]}.{parts[2]}") if len(parts) == 3 else ("", case_id)
 
 
 STYLE = """

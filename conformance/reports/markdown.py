@@ -24,22 +24,21 @@ class Footnotes:
 
     def __init__(self) -> None:
         self.numbers: dict[str, int] = {}
-        self.verdicts: dict[str, list[str]] = {}
-        self.spec: dict[str, list[str]] = {}
+        # The cells that gave each reason, once each, in order: a table is measured with
+        # throw-away notes several times before it is drawn, so their cases are read at render.
+        self.cells: dict[str, dict[int, grid.Cell]] = {}
 
     def refer(self, cell: grid.Cell, reason: str) -> int:
-        n = self.numbers.setdefault(reason, len(self.numbers) + 1)
-        for c in cell.cases:
-            if c.get("reason") == reason:
-                self.verdicts.setdefault(reason, []).append(c["verdict"])
-                self.spec.setdefault(reason, []).extend(spec_name(s) for s in c.get("spec", []))
-        return n
+        self.cells.setdefault(reason, {}).setdefault(id(cell), cell)
+        return self.numbers.setdefault(reason, len(self.numbers) + 1)
 
     def render(self) -> str:
         lines = ["## Reasons", ""]
         for reason, n in self.numbers.items():
-            verdicts = ", ".join(sorted(set(self.verdicts[reason]), key=grid.rank))
-            spec = compact(self.spec[reason])
+            cases = [c for cell in self.cells[reason].values() for c in cell.cases
+                     if c.get("reason") == reason]
+            verdicts = ", ".join(sorted({c["verdict"] for c in cases}, key=grid.rank))
+            spec = compact([spec_name(s) for c in cases for s in c.get("spec", [])])
             text = f"[{n}] {verdicts}: {reason}" + (f" (spec {spec})" if spec else "")
             lines += textwrap.wrap(text, WRAP, subsequent_indent="    ", break_long_words=False,
                                    break_on_hyphens=False)
@@ -139,44 +138,55 @@ def runs(indices: list[int], names: list[str]) -> str:
                     for g in groups)
 
 
-def notes_of(table: grid.Table, columns: list[str], row: grid.Row, k: int, notes: Footnotes,
-             headers: dict[str, str]) -> str:
-    """The row's reasons in these columns: its own by number (the pin cell's, or else the one
-    most of its cells give), then columns:number for the cells whose reason differs."""
-    cells = {c: cell for c in columns if (cell := table.cell(row, k, c)) is not None}
-    if grid.PIN_COLUMN in cells:
-        own = cells[grid.PIN_COLUMN].reasons
-    else:
-        tally = Counter(r for cell in cells.values() for r in cell.reasons[:1])
-        own = [tally.most_common(1)[0][0]] if tally else []
-    refs = [str(notes.refer(next(c for c in cells.values() if r in c.reasons), r)) for r in own]
-    where: dict[int, list[int]] = {}
-    for i, column in enumerate(columns):
-        cell = cells.get(column)
-        for r in cell.reasons if cell and column != grid.PIN_COLUMN else []:
-            if r not in own:
-                where.setdefault(notes.refer(cell, r), []).append(i)
-    # Notes cited by the same columns share one entry: 'b:2,3'.
-    shared: dict[tuple[int, ...], list[str]] = {}
-    for n, at in where.items():
-        shared.setdefault(tuple(at), []).append(str(n))
-    names = [headers[c] for c in columns]
-    return " ".join(refs + [f"{runs(list(at), names)}:{','.join(ns)}"
-                            for at, ns in shared.items()])
+class Drawing:
+    """One table as matrix.md draws it: what each cell shows and which cells of a row give
+    reasons, worked out once however many times the table is measured and drawn."""
 
+    def __init__(self, table: grid.Table, symbols: dict[str, str]) -> None:
+        self.table, self.symbols = table, symbols
+        self.texts: dict[tuple[grid.Row, int, str], str] = {}
+        self.reasoned: dict[tuple[grid.Row, int], list[tuple[str, grid.Cell]]] = {}
 
-def cells_of(table: grid.Table, columns: list[str], row: grid.Row, k: int,
-             symbols: dict[str, str]) -> list[str]:
-    pin_cell = table.cell(row, k, grid.PIN_COLUMN)
-    out = []
-    for column in columns:
-        cell = table.cell(row, k, column)
-        # The pin cell carries the row's errno; mutation cells show it only if it differs.
-        errno = column == grid.PIN_COLUMN or pin_cell is None
-        text = cell.text(symbols, errno) if cell else ""
-        out.append(text + ("*" if cell and table.kernels > 1 and table.differs(row, column)
-                           else ""))
-    return out
+    def text(self, row: grid.Row, k: int, column: str) -> str:
+        key = (row, k, column)
+        if key not in self.texts:
+            t = self.table
+            cell = t.cell(row, k, column)
+            # The pin cell carries the row's errno; mutation cells show it only if it differs.
+            errno = column == grid.PIN_COLUMN or t.cell(row, k, grid.PIN_COLUMN) is None
+            differs = cell is not None and t.kernels > 1 and t.differs(row, column)
+            self.texts[key] = (cell.text(self.symbols, errno) + "*" * differs) if cell else ""
+        return self.texts[key]
+
+    def notes(self, row: grid.Row, k: int, at: dict[str, int], notes: Footnotes,
+              names: list[str]) -> str:
+        """The row's reasons in the columns at these positions: its own by number (the pin
+        cell's, or else the one most of its cells give), then columns:number for the cells
+        whose reason differs."""
+        if (row, k) not in self.reasoned:
+            self.reasoned[row, k] = [(c, cell) for c in self.table.columns
+                                     if (cell := self.table.cell(row, k, c)) and cell.reasons]
+        # In the table's order, which every column list drawn keeps.
+        cells = {c: cell for c, cell in self.reasoned[row, k] if c in at}
+        pin = self.table.cell(row, k, grid.PIN_COLUMN) if grid.PIN_COLUMN in at else None
+        if pin is not None:
+            own = pin.reasons
+        else:
+            tally = Counter(cell.reasons[0] for cell in cells.values())
+            own = [tally.most_common(1)[0][0]] if tally else []
+        refs = [str(notes.refer(next(c for c in cells.values() if r in c.reasons), r))
+                for r in own]
+        where: dict[int, list[int]] = {}
+        for column, cell in cells.items():
+            for r in cell.reasons if column != grid.PIN_COLUMN else []:
+                if r not in own:
+                    where.setdefault(notes.refer(cell, r), []).append(at[column])
+        # Notes cited by the same columns share one entry: 'b:2,3'.
+        shared: dict[tuple[int, ...], list[str]] = {}
+        for n, places in where.items():
+            shared.setdefault(tuple(places), []).append(str(n))
+        return " ".join(refs + [f"{runs(list(places), names)}:{','.join(ns)}"
+                                for places, ns in shared.items()])
 
 
 def state_label(states: list[str], every: list[str]) -> str:
@@ -185,17 +195,20 @@ def state_label(states: list[str], every: list[str]) -> str:
     return "all" if states == every else f"{states[0]}..{states[-1]}"
 
 
-def body(table: grid.Table, columns: list[str], labels: list[str], notes: Footnotes,
-         symbols: dict[str, str], headers: dict[str, str], dims: list[int]) -> list[list[str]]:
+def body(drawing: Drawing, columns: list[str], labels: list[str], notes: Footnotes,
+         headers: dict[str, str], dims: list[int]) -> list[list[str]]:
     """The table's rows; consecutive states that saw the same in every column, on every
     kernel, share one row."""
+    table, text = drawing.table, drawing.text
+    at = {c: i for i, c in enumerate(columns)}
+    names = [headers[c] for c in columns]
     several = table.kernels > 1
     state = grid.ROW_DIMENSIONS.index("state")
     every = grid.order("state", (r[state] for r in table.rows))
     merged: list[tuple[grid.Row, list[str], list[list[str]]]] = []
     for row in table.rows:
-        seen = [cells_of(table, columns, row, k, symbols)
-                + [notes_of(table, columns, row, k, notes, headers)] for k in range(table.kernels)]
+        seen = [[text(row, k, c) for c in columns]
+                + [drawing.notes(row, k, at, notes, names)] for k in range(table.kernels)]
         last = merged[-1] if merged else None
         if last and last[0][:state] == row[:state] and last[2] == seen:
             last[1].append(row[state])
@@ -290,22 +303,23 @@ def section(table: grid.Table, labels: list[str], notes: Footnotes,
     title = f"## {table.pin}" + (f" ({', '.join(fixed)})" if fixed else "")
     names = {c: c for c in table.columns}
     lettered = {**names, **{m: KEYS.get(m, m) for m in table.columns if m != grid.PIN_COLUMN}}
+    drawing = Drawing(table, symbols)
 
     def width(columns: list[str], headers: dict[str, str]) -> int:
         # Measured without the reasons column: it wraps, and keeps at least REASONS of room.
-        widths = label_widths(body(table, columns, labels, Footnotes(), symbols, headers, dims))
+        widths = label_widths(body(drawing, columns, labels, Footnotes(), headers, dims))
         return sum(widths) + len(widths) + REASONS
 
     # Whole names when the whole table fits; else letters, in as few tables as fit.
     if width(table.columns, names) <= WIDTH:
-        return f"{title}\n\n" + text_table(body(table, table.columns, labels, notes, symbols,
+        return f"{title}\n\n" + text_table(body(drawing, table.columns, labels, notes,
                                                  names, dims))
     parts = [title]
     for fams, columns in split(table, WIDTH, lambda cols: width(cols, lettered)):
         what = ", ".join(FAMILY_TITLES.get(f, f) for f in fams)
         key = ", ".join(f"{lettered[c]}={c}" for c in columns if c != grid.PIN_COLUMN)
-        text = text_table(body(table, columns, labels, notes, symbols, lettered, dims))
-        parts.append(f"### {table.pin}: {what}\n\n{text}\n\n"
+        drawn = text_table(body(drawing, columns, labels, notes, lettered, dims))
+        parts.append(f"### {table.pin}: {what}\n\n{drawn}\n\n"
                      + textwrap.fill(f"Columns: {key}.", WRAP, break_on_hyphens=False))
     return "\n\n".join(parts)
 
