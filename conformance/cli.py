@@ -9,11 +9,13 @@ import functools
 import gc
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from . import lifetime, reports, results
@@ -57,6 +59,11 @@ RUN_FILES = (results.FILE, f"{results.FILE}.tmp", results.PLAIN, f"{results.PLAI
 LOCK = ".pinhole.lock"
 # After Ctrl-C or SIGTERM, how long pytest gets to write its partial results.
 STOP_GRACE = 20.0
+# How often pinhole looks at a signal's deadline while pytest runs, in seconds.
+POLL = 0.2
+# When pinhole run imports the reports' modules (0.08 s): past the start of pytest, its
+# workers and their plans, which have the CPUs to themselves until then.
+MEANWHILE_AFTER = 2.0
 # The directories this process made, removed again if the run fails before writing into them.
 CREATED: list[Path] = []
 
@@ -209,12 +216,21 @@ def guest_workers(args: argparse.Namespace, pytest_args: list[str], cpus: int) -
     return ["-n", str(cpus)]
 
 
-def run_pytest(cmd: list[str]) -> tuple[int, int | None]:
+def run_pytest(cmd: list[str], meanwhile: Callable[[], None] | None = None,
+               written: Callable[[], None] | None = None) -> tuple[int, int | None]:
     """Run pytest in its own process group, dying with pinhole; Ctrl-C or SIGTERM of pinhole
     interrupts it (SIGINT to the group: it writes partial results), a second one kills it.
+    meanwhile, if given, is called once pytest is MEANWHILE_AFTER seconds into its run, and
+    written once pytest says its record is written (results.READY_ENV), as it ends.
     Returns pytest's exit code and the signal that stopped pinhole, if any."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, process_group=0, preexec_fn=functools.partial(
-        lifetime.die_with_parent, parent=os.getpid()))
+    ready, told = os.pipe() if written else (None, None)
+    env = {**os.environ, results.READY_ENV: str(told)} if written else None
+    proc = subprocess.Popen(cmd, cwd=ROOT, process_group=0, env=env,
+                            pass_fds=() if told is None else (told,),
+                            preexec_fn=functools.partial(lifetime.die_with_parent,
+                                                         parent=os.getpid()))
+    if told is not None:
+        os.close(told)
     got: list[int] = []
 
     def stop(signum: int, _frame: object) -> None:
@@ -223,24 +239,53 @@ def run_pytest(cmd: list[str]) -> tuple[int, int | None]:
             os.killpg(proc.pid, signal.SIGINT if len(got) == 1 else signal.SIGKILL)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    # Readable the moment pytest exits; Popen.wait(timeout)'s own sleeps saw it up to 50 ms
+    # late. None before Linux 5.3: waited for as before then.
+    exited = pidfd(proc.pid)
     try:
         deadline = None
+        later = time.monotonic() + MEANWHILE_AFTER if meanwhile else None
         while True:
-            try:
-                code = proc.wait(timeout=0.2)
+            pipes = [] if ready is None else [ready]
+            if exited is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=POLL)
+                readable = select.select(pipes, [], [], 0)[0]
+            else:
+                readable = select.select([exited, *pipes], [], [], POLL)[0]
+            if ready is not None and ready in readable:
+                said = os.read(ready, 1)  # nothing: pytest ended without writing one
+                os.close(ready)
+                ready = None
+                if said and written and not got:
+                    written()
+            code = proc.poll()
+            if code is not None:
                 break
-            except subprocess.TimeoutExpired:
-                if got and deadline is None:
-                    deadline = time.monotonic() + STOP_GRACE
-                if deadline is not None and time.monotonic() > deadline:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            if got and deadline is None:
+                deadline = time.monotonic() + STOP_GRACE
+            if deadline is not None and time.monotonic() > deadline:
+                os.killpg(proc.pid, signal.SIGKILL)
+            if meanwhile and later is not None and not got and time.monotonic() >= later:
+                meanwhile()
+                later = None
         # Workers in pytest's group that outlived it (a second signal, a timeout) go too.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        for fd in (exited, ready):
+            if fd is not None:
+                os.close(fd)
     return code, (got[0] if got else None)
+
+
+def pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
 
 
 def check_scratch() -> None:
@@ -261,6 +306,22 @@ def baseline_of(args: argparse.Namespace) -> list[dict] | None:
         raise UsageError(f"--baseline {args.baseline}: {e}") from None
 
 
+class Record:
+    """results.json.gz of the run pinhole started: read as soon as pytest says it is written,
+    while pytest prints its summary and exits (0.1 s), else once pytest has exited."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.doc: dict | None = None
+
+    def written(self) -> None:
+        with contextlib.suppress(OSError, ValueError):  # read, and reported, again after
+            self.doc = results.load(self.path)
+
+    def load(self) -> dict:
+        return self.doc if self.doc is not None else results.load(self.path)
+
+
 def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     selection = dimension_args(args)
     baseline = baseline_of(args)
@@ -275,7 +336,8 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     cmd = [sys.executable, "-m", "pytest", str(CASES), *jobs, f"--pinhole-out={out}",
            *selection, *quiet_failures(pytest_args),
            *[f"--spec={os.path.abspath(s)}" for s in args.spec], *pytest_args]
-    code, stopped = run_pytest(cmd)
+    record = Record(out / results.FILE)
+    code, stopped = run_pytest(cmd, meanwhile=reports.prepare, written=record.written)
     doc_path = out / results.FILE
     if stopped:
         return stopped_run(out, stopped)
@@ -288,7 +350,7 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         discard_created()
         print(f"pinhole: error: pytest could not run the cases (exit {code})", file=sys.stderr)
         return results.EXIT_USAGE if code == 4 else results.EXIT_HARNESS
-    doc = results.load(doc_path)
+    doc = record.load()
     written = reports.write_all(out, [doc], baseline)
     gc.freeze()  # the interpreter's exit, next, then skips walking the records (0.05 s)
     print(f"pinhole: results in {out}/: {results.FILE} "

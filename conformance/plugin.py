@@ -490,6 +490,7 @@ class Controller:
         self.started = time.time()
         self.reservation: hugepages.Reservation | None = None
         self.begun: dict[str, None] = {}
+        self.ready = results.ready_fd()
         out = config.getoption("pinhole_out")
         self.progress = (results.Progress(Path(out), {"kernel": running().as_dict(),
                                                       "started": self.started})
@@ -681,6 +682,7 @@ class Controller:
             results.write(Path(out), doc)
             if "incomplete" not in doc and self.progress:
                 self.progress.remove()  # what it kept for a run that dies is in results.json.gz
+            results.say_written(self.ready)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if not self.cases or not self.doc or not self.terminal:

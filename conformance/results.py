@@ -8,6 +8,7 @@ import gzip
 import json
 import operator
 import os
+import stat
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -226,6 +227,29 @@ PROGRESS = "progress.jsonl"
 # the group out; any other line is a case id already recorded.
 PANICKED = "panicked"
 SYNC_ENV = "PINHOLE_SYNC_PROGRESS"
+# A pipe's fd on which `pinhole run` hears from pytest's controller that the record is
+# written, to read it while pytest ends: for that process alone (ready_fd() takes it).
+READY_ENV = "PINHOLE_READY_FD"
+
+
+def ready_fd() -> int | None:
+    """READY_ENV's fd, taken out of the environment: the processes this one starts (xdist's
+    workers) inherit the environment but not the fd."""
+    value = os.environ.pop(READY_ENV, None)
+    try:
+        fd = int(value) if value is not None else None
+        # Never anything but a pipe: a stray value must not write into stdout or a file.
+        return fd if fd is not None and stat.S_ISFIFO(os.fstat(fd).st_mode) else None
+    except (ValueError, OSError):
+        return None
+
+
+def say_written(fd: int | None) -> None:
+    """Tell `pinhole run` the record is written."""
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.write(fd, b"\n")
+            os.close(fd)
 
 
 class Progress:

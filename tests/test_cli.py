@@ -314,3 +314,48 @@ def test_cases_an_earlier_boot_recorded_are_neither_run_nor_recorded(tmp_path):
     assert skipped["verdict"] == "skip"
     assert skipped["reason"].startswith("not run: the kernel panicked in "
                                         "vmsplice.memfd.shared.ro.written.none")
+
+
+def test_pinhole_reads_the_record_as_soon_as_pytest_says_it_is_written():
+    """run_pytest() hears on its pipe that the record is written and has it read then, while
+    pytest still ends; a pytest that ends without saying so is waited for as before."""
+    from conformance.cli import run_pytest
+
+    says = ("import os, time; os.write(int(os.environ['PINHOLE_READY_FD']), b'\\n'); "
+            "time.sleep(1)")
+    heard: list[float] = []
+    code, stopped = run_pytest([sys.executable, "-c", says],
+                               written=lambda: heard.append(time.monotonic()))
+    assert (code, stopped) == (0, None) and len(heard) == 1
+    assert time.monotonic() - heard[0] > 0.5  # before the process ended, not after
+    heard.clear()
+    code, _ = run_pytest([sys.executable, "-c", "raise SystemExit(3)"],
+                         written=lambda: heard.append(time.monotonic()))
+    assert code == 3 and not heard
+
+
+def test_the_controller_says_the_record_is_written_on_its_pipe_alone(tmp_path):
+    """pytest's controller writes to the pipe once results.json.gz is whole; the variable
+    leaves its environment (xdist's workers would inherit it), and a value that is not a
+    pipe is never written to."""
+    read, write = os.pipe()
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "cases", f"--pinhole-out={tmp_path}", "-q",
+         "-p", "no:cacheprovider", *[a for a in NARROW if a not in ("-n", "0")], "-n", "2"],
+        cwd=ROOT, pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, results.READY_ENV: str(write)})
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"\n"
+        assert results.load(tmp_path / results.FILE)["cases"]  # whole, before pytest ends
+    finally:
+        run.wait()
+        os.close(read)
+    assert run.returncode in (0, 3)
+    probe = ("import os, sys; from conformance import results; "
+             "print(results.ready_fd(), results.READY_ENV in os.environ)")
+    for value in ("1", "x", "99999"):  # stdout (a file here), nonsense, no such fd
+        with open(tmp_path / "out", "w") as out:
+            subprocess.run([sys.executable, "-c", probe], cwd=ROOT, stdout=out,
+                           env={**os.environ, results.READY_ENV: value}, check=True)
+        assert (tmp_path / "out").read_text().split() == ["None", "False"]
