@@ -315,7 +315,7 @@ class Record:
         self.doc: dict | None = None
 
     def written(self) -> None:
-        with contextlib.suppress(OSError, ValueError):  # read, and reported, again after
+        with contextlib.suppress(OSError, ValueError, KeyError):  # read, and reported, after
             self.doc = results.load(self.path)
 
     def load(self) -> dict:
