@@ -600,10 +600,10 @@ class Controller:
         param = param_id_of(report.nodeid)
         if records and (report.when == "call" or records[0]["pin"] == results.CONTROL):
             self.record(*records, logged=param in self.groups)
-        if param is None or all(i in self.cases for i in self.ids(param)):
+        # Only a failed report can leave cases without records: the others skip the ids.
+        if param is None or not report.failed or all(i in self.cases for i in self.ids(param)):
             return
-        if report.failed:
-            self.lost(param, broken_reason(self.config, report), report.when == "call")
+        self.lost(param, broken_reason(self.config, report), report.when == "call")
 
     def lost(self, param: str, reason: str, reported: bool) -> None:
         """The cases of an item that ended without all its records. A group's finished cells

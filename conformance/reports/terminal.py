@@ -62,8 +62,10 @@ class Terminal:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.write_line, self.verbose, self.isatty, self.clock = write_line, verbose, isatty, clock
         self.groups: dict[Group, int] = {}  # planned cases per group, in plan order
+        self.total = 0  # the planned cases: the sum of groups, kept
         self.done: dict[str, dict] = {}
         self.verdicts: dict[Group, Counter] = {}
+        self.counted: dict[Group, int] = {}  # the sum of each group's verdicts, kept
         self.first: dict[Group, float] = {}
         self.known = 0  # known skips: done before the run starts
         self.started = clock()
@@ -77,7 +79,7 @@ class Terminal:
 
     @property
     def to_run(self) -> int:
-        return sum(self.groups.values()) - self.known
+        return self.total - self.known
 
     @property
     def ran(self) -> int:
@@ -91,6 +93,7 @@ class Terminal:
         for c in cases:
             g = group_of(c)
             self.groups[g] = self.groups.get(g, 0) + 1
+            self.total += 1
             self.planned.add(c["id"])
             if c.get("verdict"):  # a known skip: a full record before anything runs
                 self._count(c)
@@ -99,7 +102,7 @@ class Terminal:
         pins: dict[str, list[Group]] = {}
         for g in self.groups:
             pins.setdefault(g[0], []).append(g)
-        self._emit(f"pinhole: {count(sum(self.groups.values()))} cases planned, "
+        self._emit(f"pinhole: {count(self.total)} cases planned, "
                    f"{count(self.to_run)} to run, {count(self.known)} known to skip")
         for pin, groups in pins.items():
             planned = sum(self.groups[g] for g in groups)
@@ -111,17 +114,20 @@ class Terminal:
                 line += f" ({count(skipped)} known to skip)"
             self._emit(line[:WIDTH])
 
-    def _count(self, rec: dict) -> None:
+    def _count(self, rec: dict) -> Group:
+        # Once for every record the controller gets (13,000 on a host), beside the workers.
         g = group_of(rec)
         self.done[rec["id"]] = rec
-        self.verdicts.setdefault(g, Counter())[rec["verdict"]] += 1
-        self.first.setdefault(g, self.clock())
+        if g not in self.verdicts:
+            self.verdicts[g], self.counted[g], self.first[g] = Counter(), 0, self.clock()
+        self.verdicts[g][rec["verdict"]] += 1
+        self.counted[g] += 1
+        return g
 
     def record(self, rec: dict) -> None:
         if rec["id"] in self.done:
             return
-        self._count(rec)
-        g = group_of(rec)
+        g = self._count(rec)
         self.unplanned += rec["id"] not in self.planned
         if rec["verdict"] in findings.BAD and self.live < LIVE_FAILURES:
             self.live += 1
@@ -131,7 +137,7 @@ class Terminal:
                 self._emit("(further failures are listed at the end)")
         if self.unplanned:
             return  # without a plan there is no progress to tell, only failures
-        if sum(self.verdicts[g].values()) == self.groups.get(g):
+        if self.counted[g] == self.groups.get(g):
             self._emit(self.group_line(g))
         elif (not self.isatty and self.to_run and self.ran * 10 // self.to_run > self.tenths
               and (self.ran - self.reported) * 20 >= self.to_run):
@@ -169,8 +175,8 @@ class Terminal:
 
     def _status(self) -> None:
         running = [g for g, n in self.groups.items()
-                   if 0 < sum(self.verdicts.get(g, Counter()).values()) < n]
-        now = ", ".join(f"{name(g)} {sum(self.verdicts[g].values())}/{self.groups[g]}"
+                   if 0 < self.counted.get(g, 0) < n]
+        now = ", ".join(f"{name(g)} {self.counted[g]}/{self.groups[g]}"
                         for g in running[:3])
         line = f"{self.progress_line()}" + (f" | {now}" if now else "")
         self.write_line((UP_CLEAR if self.status_shown else "") + line[:WIDTH])
