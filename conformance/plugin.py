@@ -496,6 +496,7 @@ class Controller:
                                                       "started": self.started})
                          if out else None)
         self.planned: int | None = None
+        self.collected: list[str] | None = None  # a worker's node ids, not counted yet
         self.terminal: terminal.Terminal | None = None
         self.doc: dict | None = None
 
@@ -536,6 +537,7 @@ class Controller:
         return [c.id for c in group.cases] if group else [param]
 
     def pytest_runtest_logstart(self, nodeid: str, location: tuple) -> None:
+        self.count_collected()
         param = param_id_of(nodeid)
         if param:
             self.begun.update(dict.fromkeys(self.ids(param)))
@@ -563,7 +565,15 @@ class Controller:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
-        self.count(ids)
+        # Counted once the first item has begun: xdist hands out no work before every
+        # worker's collection has come and this hook returned (0.06 s of each start).
+        if self.collected is None:
+            self.collected = ids
+
+    def count_collected(self) -> None:
+        if self.collected is not None:
+            self.count(self.collected)
+            self.collected = None
 
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionstart(self, session: pytest.Session):
@@ -656,6 +666,7 @@ class Controller:
             self.reservation.release()
         stop = session.shouldfail or session.shouldstop  # -x, --maxfail, xdist's own stop
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(stop)
+        self.count_collected()  # a run stopped before its first item
         cut_off = []
         if interrupted:  # the cells begun and not finished, where progress.jsonl tells them
             cut_off = (self.recover() if self.progress
