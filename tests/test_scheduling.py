@@ -1,9 +1,11 @@
 """Which work unit xdist gets each item in (scheduling.py), on the node ids pytest makes."""
 
+from types import SimpleNamespace
+
 from conformance.dimensions import VOCABULARY, cells
 from conformance.model import grouped
 from conformance.plugin import make_plan
-from conformance.scheduling import HUGETLB, scope_of
+from conformance.scheduling import AHEAD, HUGETLB, HugetlbTogether, scope_of
 
 MATRIX = "cases/test_matrix.py::test_group[{}]"
 
@@ -46,3 +48,40 @@ def test_a_worker_plans_the_groups_its_controller_hands_out() -> None:
         assert [(g.id, [c.id for c in g.cells]) for g in ours.groups] == [
             (g.id, [c.id for c in g.cells]) for g in theirs.groups]
         assert not ours.skipped or options.get("shard")  # the controller records them
+
+
+class Node:
+    """What the scheduler asks of an xdist worker: the items sent it, and its shutdown."""
+
+    def __init__(self, name: str) -> None:
+        self.gateway = SimpleNamespace(id=name)
+        self.sent: list[int] = []
+        self.shutting_down = False
+
+    def send_runtest_some(self, indices: list[int]) -> None:
+        self.sent += indices
+
+    def shutdown(self) -> None:
+        self.shutting_down = True
+
+
+def test_a_worker_is_kept_ahead_and_every_item_goes_once() -> None:
+    """Each worker starts AHEAD + 1 items ahead (xdist's scope scheduling: 3), is topped up
+    as it finishes them, and once the queue is empty each item has gone to one worker."""
+    config = SimpleNamespace(getvalue=lambda name: ["2*popen"],
+                             option=SimpleNamespace(loadscopereorder=True))
+    sched = HugetlbTogether(config)
+    ids = [f"cases/test_x.py::test_{i}" for i in range(40)]
+    workers = [Node("gw0"), Node("gw1")]
+    for node in workers:
+        sched.add_node(node)
+        sched.add_node_collection(node, ids)
+    sched.schedule()
+    assert [len(n.sent) for n in workers] == [AHEAD + 1, AHEAD + 1]
+    done = {id(n): 0 for n in workers}
+    while not all(n.shutting_down for n in workers):
+        node = min((n for n in workers if done[id(n)] < len(n.sent)), key=lambda n: done[id(n)])
+        sched.mark_test_complete(node, node.sent[done[id(node)]])
+        done[id(node)] += 1
+        assert len(node.sent) - done[id(node)] <= AHEAD + 1
+    assert sorted(workers[0].sent + workers[1].sent) == list(range(40))
