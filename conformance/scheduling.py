@@ -3,10 +3,10 @@ pytest_xdist_make_scheduler, for `-n N` with xdist's default `--dist load`).
 
 Every group on a hugetlb backing goes to one worker, first: their trials run one at a time
 on the machine anyway (hugepages.PoolWatch), so spread over workers they only wait on each
-other. Every other item is a work unit of its own, as under `--dist load`, and a worker is
-kept AHEAD items ahead. (xdist's own `--dist loadgroup` with an xdist_group mark would say
-the same, but on pytest 9.2 its node id suffix no longer takes, and it silently stops
-grouping: pytest-xdist#1386.)
+other. Every other item is a work unit of its own, as under `--dist load`, and while the
+queue is long a worker is kept AHEAD items ahead. (xdist's own `--dist loadgroup` with an
+xdist_group mark would say the same, but on pytest 9.2 its node id suffix no longer takes,
+and it silently stops grouping: pytest-xdist#1386.)
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from .dimensions import is_group_id
 from .plugin import param_id_of
 
 HUGETLB = "hugetlb"
-# Items kept queued on a worker (xdist's scope scheduling keeps 2): with both CPUs busy the
-# controller hears of a finished item late, and a worker of single-item units waited for its
-# next 0.29-0.31 s of a 6.3 s host run (0.10-0.14 s with 4 ahead, 0.07-0.08 s with 6). At the
-# end a worker may hold up to this many items the other could have taken: 0.02-0.03 s here.
+# Items kept queued on a worker while the queue is long (xdist's scope scheduling keeps 2):
+# with both CPUs busy the controller hears of a finished item late, and a worker of
+# single-item units waited for its next 0.29-0.31 s of a 6.3 s host run (0.10-0.14 s with 4
+# ahead, 0.07-0.08 s with 6). Once fewer than DEEP units a worker are left (and in a small
+# run from the start) xdist's own rule hands them out, for an even end.
 AHEAD = 6
+DEEP = 2 * AHEAD
 
 
 def scope_of(nodeid: str) -> str:
@@ -41,11 +43,10 @@ class HugetlbTogether(LoadScopeScheduling):
         return scope_of(nodeid)
 
     def _reschedule(self, node: WorkerController) -> None:
-        """xdist's, topping the worker up to AHEAD pending items instead of one unit at 2."""
-        if node.shutting_down:
-            return
-        if not self.workqueue:
-            node.shutdown()
+        """xdist's, but while DEEP units a worker wait the worker is topped up to AHEAD
+        pending items."""
+        if node.shutting_down or len(self.workqueue) < DEEP * len(self.nodes):
+            super()._reschedule(node)
             return
         while self.workqueue and self._pending_of(self.assigned_work[node]) <= AHEAD:
             self._assign_work_unit(node)

@@ -2,10 +2,12 @@
 
 from types import SimpleNamespace
 
+from xdist.scheduler.loadscope import LoadScopeScheduling
+
 from conformance.dimensions import VOCABULARY, cells
 from conformance.model import grouped
 from conformance.plugin import make_plan
-from conformance.scheduling import AHEAD, HUGETLB, HugetlbTogether, scope_of
+from conformance.scheduling import AHEAD, DEEP, HUGETLB, HugetlbTogether, scope_of
 
 MATRIX = "cases/test_matrix.py::test_group[{}]"
 
@@ -56,6 +58,7 @@ class Node:
     def __init__(self, name: str) -> None:
         self.gateway = SimpleNamespace(id=name)
         self.sent: list[int] = []
+        self.first: list[int] = []  # what schedule() sent
         self.shutting_down = False
 
     def send_runtest_some(self, indices: list[int]) -> None:
@@ -65,23 +68,40 @@ class Node:
         self.shutting_down = True
 
 
-def test_a_worker_is_kept_ahead_and_every_item_goes_once() -> None:
-    """Each worker starts AHEAD + 1 items ahead (xdist's scope scheduling: 3), is topped up
-    as it finishes them, and once the queue is empty each item has gone to one worker."""
-    config = SimpleNamespace(getvalue=lambda name: ["2*popen"],
-                             option=SimpleNamespace(loadscopereorder=True))
-    sched = HugetlbTogether(config)
-    ids = [f"cases/test_x.py::test_{i}" for i in range(40)]
+class XdistsRule(HugetlbTogether):
+    """The same units, handed out by xdist's own rule."""
+
+    _reschedule = LoadScopeScheduling._reschedule
+
+
+def run_out(sched: LoadScopeScheduling, units: int) -> list[Node]:
+    """Two workers, each finishing its oldest item in turn (the one behind first), until the
+    scheduler shuts both down; returns them with the items each was sent."""
+    ids = [f"cases/test_x.py::test_{i}" for i in range(units)]
     workers = [Node("gw0"), Node("gw1")]
     for node in workers:
         sched.add_node(node)
         sched.add_node_collection(node, ids)
     sched.schedule()
-    assert [len(n.sent) for n in workers] == [AHEAD + 1, AHEAD + 1]
+    workers[0].first = list(workers[0].sent)
     done = {id(n): 0 for n in workers}
     while not all(n.shutting_down for n in workers):
         node = min((n for n in workers if done[id(n)] < len(n.sent)), key=lambda n: done[id(n)])
         sched.mark_test_complete(node, node.sent[done[id(node)]])
         done[id(node)] += 1
         assert len(node.sent) - done[id(node)] <= AHEAD + 1
-    assert sorted(workers[0].sent + workers[1].sent) == list(range(40))
+    assert sorted(workers[0].sent + workers[1].sent) == list(range(units))
+    return workers
+
+
+def test_a_worker_is_kept_ahead_while_the_queue_is_long() -> None:
+    """Each worker starts AHEAD + 1 items ahead (xdist's scope scheduling: 2), is topped up as
+    it finishes them, and each item goes to one worker; a short queue (a small run, the end
+    of a long one) is handed out as xdist does."""
+    config = SimpleNamespace(getvalue=lambda name: ["2*popen"],
+                             option=SimpleNamespace(loadscopereorder=True))
+    assert len(run_out(HugetlbTogether(config), 100)[0].first) == AHEAD + 1
+    small = 2 * DEEP - 1
+    ours, xdists = run_out(HugetlbTogether(config), small), run_out(XdistsRule(config), small)
+    assert [n.sent for n in ours] == [n.sent for n in xdists]
+    assert len(ours[0].first) == 2
