@@ -316,21 +316,25 @@ def test_cases_an_earlier_boot_recorded_are_neither_run_nor_recorded(tmp_path):
                                         "vmsplice.memfd.shared.ro.written.none")
 
 
-def test_pinhole_reads_the_record_as_soon_as_pytest_says_it_is_written():
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "no-pidfd"])
+def test_pinhole_reads_the_record_as_soon_as_pytest_says_it_is_written(pidfd, monkeypatch):
     """run_pytest() hears on its pipe that the record is written and has it read then, while
-    pytest still ends; a pytest that ends without saying so is waited for as before."""
-    from conformance.cli import run_pytest
+    pytest still ends; a pytest that ends without saying so is waited for as before. The
+    same without a pidfd (a kernel before 5.3)."""
+    from conformance import cli
 
+    if not pidfd:
+        monkeypatch.setattr(cli, "pidfd", lambda pid: None)
     says = ("import os, time; os.write(int(os.environ['PINHOLE_READY_FD']), b'\\n'); "
             "time.sleep(1)")
     heard: list[float] = []
-    code, stopped = run_pytest([sys.executable, "-c", says],
-                               written=lambda: heard.append(time.monotonic()))
+    code, stopped = cli.run_pytest([sys.executable, "-c", says],
+                                   written=lambda: heard.append(time.monotonic()))
     assert (code, stopped) == (0, None) and len(heard) == 1
     assert time.monotonic() - heard[0] > 0.5  # before the process ended, not after
     heard.clear()
-    code, _ = run_pytest([sys.executable, "-c", "raise SystemExit(3)"],
-                         written=lambda: heard.append(time.monotonic()))
+    code, _ = cli.run_pytest([sys.executable, "-c", "raise SystemExit(3)"],
+                             written=lambda: heard.append(time.monotonic()))
     assert code == 3 and not heard
 
 
