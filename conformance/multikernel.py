@@ -314,12 +314,13 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
                       flush=True)
                 tries = 0
                 continue
-        # A crash before the guest came up is the boot, not a case: once more (seen under TCG).
-        if came_up or tries == 2:
+        # A crash before the guest came up is the boot, not a case: booted again, as often as
+        # vm.boot_and_run() would (here, for a fresh progress file and the line below).
+        if came_up or tries >= vm.BOOT_TRIES:
             break
         lost.append(what_happened(res) + "".join(f": {line}" for line in panic_lines(res)))
-        print(f"pinhole matrix: {spec}: the guest never came up ({lost[-1]}); booting once "
-              "more", flush=True)
+        print(f"pinhole matrix: {spec}: the guest never came up ({lost[-1]}); booting again "
+              f"({tries + 1} of {vm.BOOT_TRIES})", flush=True)
     doc = collect(kernel, kdir, res, started)
     (kdir / DONE).unlink(missing_ok=True)
     if earlier:

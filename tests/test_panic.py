@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance import results
+from conformance import multikernel, results, vm
 from conformance.debian import KernelNotFound, resolve
 from conformance.dimensions import VOCABULARY, cells
 from conformance.guest import HOLD_IN, PANIC_IN
@@ -124,6 +124,25 @@ def test_a_panic_in_one_guest_worker_is_charged_to_its_cell_not_to_the_other_wor
             assert c["verdict"] == "skip", c  # the rest of the victim's group
         else:
             assert c["verdict"] == "pass", c  # the held cell too, in the boot after
+
+
+def test_a_guest_that_never_comes_up_is_booted_as_often_as_vm_boots_it_then_reported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """pinhole matrix's own boot loop, with a real early panic in every boot (40 MB leave the
+    kernel deadlocked on memory before init, as in tests/test_vm.py): vm.BOOT_TRIES boots,
+    each lost one named, then the run reported as the boot's failure, not a case's."""
+    monkeypatch.setattr(multikernel, "PMEM_APPEND", (*multikernel.PMEM_APPEND, "mem=40M"))
+    doc = multikernel.run_kernel("debian:6.12", tmp_path, ["--pin=io_uring", "--backing=memfd",
+                                                           "--state=hole", "--mutation=none"],
+                                 timeout=300)
+    env = doc["environment"]
+    assert (env["vm"], env["boots"]) == ("panic", vm.BOOT_TRIES), env
+    assert len(env["lost_boots"]) == vm.BOOT_TRIES - 1, env["lost_boots"]
+    assert all("panic" in why for why in env["lost_boots"]), env["lost_boots"]
+    said = capsys.readouterr().out
+    assert "never came up" in said and f"booting again (2 of {vm.BOOT_TRIES})" in said, said
+    assert "panic" in doc["incomplete"] and not doc["cases"], doc["incomplete"]
 
 
 def qemus(out: Path) -> list[int]:
