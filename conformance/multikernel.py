@@ -113,6 +113,9 @@ PANIC_TASK = re.compile(r"CPU: \d+ (?:UID: \d+ )?PID: (\d+) Comm: (\S+)")
 OOPS = re.compile(r"BUG: |Oops: |general protection fault|kernel BUG at |invalid opcode: ")
 CALL_FRAME = re.compile(r"[\w.]+\+0x[0-9a-f]+/0x[0-9a-f]+")
 TRACE_FRAMES = 4
+# A panic without an oops (panic() called: out_of_memory(), a failed init) prints its trace
+# from inside panic() (kernel/panic.c): these frames say nothing of what called it.
+PANIC_FRAMES = re.compile(r"(?:dump_stack|dump_stack_lvl|vpanic|panic)\+")
 
 
 def charged(running: list[str], pids: dict[str, int | None],
@@ -134,22 +137,25 @@ def charged(running: list[str], pids: dict[str, int | None],
 def panic_lines(vm_result: vm.VmResult) -> list[str]:
     """What a boot that never reached its guest keeps of its console's panic
     (environment.lost_boots): the first oops line, where it happened (the first RIP line and
-    the first frames of its call trace), then the last panic line and task line."""
+    the first frames of its call trace), then the last panic line and task line; without an
+    oops, the panic line first, then the frames that called panic()."""
     if vm_result.outcome != "panic":
         return []
     lines = [line.strip() for line in vm_result.console_tail.splitlines()]
     # Each line's text after the console's timestamp, for the matching below.
     said = [line.split("] ", 1)[-1].strip() if line.startswith("[") else line for line in lines]
     oops = next((i for i, text in enumerate(said) if OOPS.match(text)), None)
-    kept = [] if oops is None else [oops]
     start = oops or 0
-    kept += [i for i in range(start, len(said)) if said[i].startswith("RIP: ")][:1]
+    where = [i for i in range(start, len(said)) if said[i].startswith("RIP: ")][:1]
     trace = next((i for i in range(start, len(said)) if said[i] == "Call Trace:"), None)
     if trace is not None:
-        kept += [i for i in range(trace + 1, len(said))
-                 if CALL_FRAME.fullmatch(said[i])][:TRACE_FRAMES]
-    return ([lines[i] for i in kept] + [line for line in lines if "Kernel panic" in line][-1:]
-            + [line for line in lines if PANIC_TASK.search(line)][-1:])
+        where += [i for i in range(trace + 1, len(said)) if CALL_FRAME.fullmatch(said[i])
+                  and (oops is not None or not PANIC_FRAMES.match(said[i]))][:TRACE_FRAMES]
+    panic = [line for line in lines if "Kernel panic" in line][-1:]
+    task = [line for line in lines if PANIC_TASK.search(line)][-1:]
+    if oops is None:
+        return panic + [lines[i] for i in where] + task
+    return [lines[oops]] + [lines[i] for i in where] + panic + task
 
 
 def cut_off(ids: list[str], vm_result: vm.VmResult,

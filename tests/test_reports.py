@@ -514,6 +514,42 @@ def test_a_boot_lost_to_an_oops_keeps_where_it_happened():
         "CPU: 0 UID: 0 PID: 1 Comm: swapper/0 Not tainted 6.12.118+deb13-amd64 #1  Debian"]
 
 
+# Debian 6.12 booted with mem=40M under TCG (tests/test_vm.py), 2026-11-28, its end (three
+# long lines left out, one cut): panic() called, no oops; the trace printed inside panic().
+PANIC_NO_OOPS = """\
+[    0.892893] Out of memory and no killable processes...
+[    0.893127] Kernel panic - not syncing: System is deadlocked on memory
+[    0.893296] CPU: 0 UID: 0 PID: 1 Comm: swapper/0 Not tainted 6.12.118+deb13-amd64 #1  Debian
+[    0.893296] Call Trace:
+[    0.893296]  <TASK>
+[    0.893296]  dump_stack_lvl+0x5d/0x80
+[    0.893296]  vpanic+0xc5/0x283
+[    0.893296]  panic+0x6c/0x6c
+[    0.893296]  out_of_memory.cold+0x2d/0x78
+[    0.893296]  __alloc_pages_slowpath.constprop.0+0xc27/0xdc0
+[    0.893296]  __alloc_pages_noprof+0x2fb/0x310
+[    0.893296]  alloc_pages_mpol_noprof+0xd7/0x1c0
+[    0.893296]  allocate_slab+0x374/0x4a0
+[    0.893296]  ? kmem_cache_alloc_lru_noprof+0x10e/0x300
+[    0.893296]  ___slab_alloc+0x7c0/0xc80
+[    0.893296]  ? __d_alloc+0x11d/0x220
+[    0.893296]  ? alloc_inode+0x97/0xc0
+[    0.893296]  ? __d_add+0xf6/0x1b0
+"""
+
+
+def test_a_boot_lost_to_a_panic_without_an_oops_keeps_the_panic_then_who_called_it():
+    from conformance import multikernel, vm
+
+    res = vm.VmResult("panic", None, "", "", PANIC_NO_OOPS, "tcg", 1.0, 1.0, 2.0, [])
+    kept = [line.split("] ", 1)[1].strip() for line in multikernel.panic_lines(res)]
+    assert kept == [
+        "Kernel panic - not syncing: System is deadlocked on memory",
+        "out_of_memory.cold+0x2d/0x78", "__alloc_pages_slowpath.constprop.0+0xc27/0xdc0",
+        "__alloc_pages_noprof+0x2fb/0x310", "alloc_pages_mpol_noprof+0xd7/0x1c0",
+        "CPU: 0 UID: 0 PID: 1 Comm: swapper/0 Not tainted 6.12.118+deb13-amd64 #1  Debian"]
+
+
 def test_a_hang_is_charged_to_every_running_cell():
     from conformance import multikernel, vm
 
