@@ -548,7 +548,9 @@ class Controller:
         """How many cases and controls the run means to record, so a cut-short run shows:
         the known skips, and the cases of the cells and controls collected (after -k, --lf
         and the like deselected theirs)."""
-        if self.planned is None:
+        if self.planned is not None:
+            return
+        with results.collector_paused():
             params = [p for p in map(param_id_of, nodeids) if p]
             self.planned = len(self.skipped) + sum(len(self.ids(p)) for p in params)
             if self.progress:
@@ -558,6 +560,8 @@ class Controller:
                     {"id": i, "pin": results.CONTROL} for i in params if i not in self.groups),
                     *({"id": c.id, "pin": c.pin, "backing": c.backing}
                       for p in params if p in self.groups for c in self.groups[p].cases)])
+        # The terminal's plan lives as long as the run, as the plan (pytest_sessionstart).
+        gc.freeze()
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if session.items:  # under xdist the controller collects nothing; its workers do
@@ -592,6 +596,9 @@ class Controller:
                 self.cases[rec["id"]] = rec
             if self.progress:
                 self.progress.skipped((c.id, why) for c, why in self.plan.skipped)
+            # The plan and its known skips (23,400 records on a host) live as long as the run:
+            # frozen, the collector's next passes, beside the starting workers, skip them.
+            gc.freeze()
             workers = self.config.getoption("numprocesses", None) or 1
             hugetlb = {c.first.backing for c in self.plan.cells} & {"memfd-hugetlb",
                                                                     "hugetlbfs"}
