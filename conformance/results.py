@@ -132,10 +132,10 @@ def skip_record(case: Case | str, reason: str) -> dict:
     """The record of a case (or case id) known to skip before anything runs (its pin or
     backing missing)."""
     if isinstance(case, str):
-        return {"id": case, **dimensions_of(case), **DEFAULTS, "verdict": "skip",
-                "reason": reason, "spec": []}
-    return {"id": case.id, **case.dimensions(), **DEFAULTS, "verdict": "skip", "reason": reason,
-            "spec": []}
+        case_id, dims = case, dimensions_of(case)
+    else:
+        case_id, dims = case.id, case.dimensions()
+    return {"id": case_id, **dims, **DEFAULTS, "verdict": "skip", "reason": reason, "spec": []}
 
 
 def pack(doc: dict) -> dict:
