@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from conformance import kbuild  # noqa: E402
-from conformance.debian import cache_root  # noqa: E402
+from conformance.cache import cache_root  # noqa: E402
 
 RECORDS = ROOT / "validation" / "kernelview-records.json"
 VALIDATION = ROOT / "validation" / "results.json"

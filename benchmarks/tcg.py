@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from conformance import bundle  # noqa: E402
+from conformance.cache import cache_root  # noqa: E402
 
 # The CI selection's state and mutation dimensions, over two pins and two backings: about 200
 # cases, a couple of minutes a VM under TCG.
@@ -255,9 +256,8 @@ def pycache_prefix() -> Path:
     site directory, compiled on the host (incremental: seconds once it exists)."""
     import sysconfig
 
-    from conformance import vm
 
-    prefix = vm.cache_root() / "vm" / "pycache"
+    prefix = cache_root() / "vm" / "pycache"
     dirs = [ROOT / "conformance", ROOT / "cases", ROOT / "benchmarks",
             Path(sysconfig.get_paths()["stdlib"]),
             *(Path(p) for p in sys.path if p.endswith(("site-packages", "dist-packages")))]
@@ -289,7 +289,7 @@ def run_arm(kernel, name: str, arm: dict, selection: list[str], accel: str, micr
             imports: bundle.Packed | None = None) -> dict:
     from conformance import multikernel, ports, results, vm
 
-    with tempfile.TemporaryDirectory(prefix="tcg-bench-", dir=vm.cache_root() / "vm") as tmp:
+    with tempfile.TemporaryDirectory(prefix="tcg-bench-", dir=cache_root() / "vm") as tmp:
         out = Path(tmp)
         (out / "run").mkdir()  # the guest's run writes here; its ports' file is in it
         env_vars = dict(arm.get("env", {}))
@@ -422,18 +422,17 @@ def main() -> int:
     if args.guest:
         return guest_main(Path(args.guest), args.micro, args.perf, args.probes, args.profile,
                           selection)
-    from conformance import cli, debian, multikernel
+    from conformance import cli, multikernel
 
     selection = selection or QUICK
     kernel = multikernel.guest_kernel(args.kernel)  # as pinhole matrix boots it
     cli.load_spec([])  # checked here once, as pinhole matrix does: the guest is told so
     arms = args.arm or ["default", "fast"]
-    imports, _ = bundle.prepare(debian.cache_root() / "imports")
+    imports, _ = bundle.prepare(cache_root() / "imports")
     rows: list[dict] = []
-    from conformance import vm
 
-    (vm.cache_root() / "vm").mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="tcg-micro-", dir=vm.cache_root() / "vm") as tmp:
+    (cache_root() / "vm").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tcg-micro-", dir=cache_root() / "vm") as tmp:
         micro = None if args.no_micro else build_micro(Path(tmp))
         for rnd in range(1, args.rounds + 1):
             for name in arms:

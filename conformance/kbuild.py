@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from .cache import cache_root
 from .debian import (
     LISTS_MAX_AGE,
     Apt,
     Kernel,
     KernelNotFound,
-    cache_root,
     version_key,
 )
 from .running_kernel import KernelConfig, parse_config

@@ -20,7 +20,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .debian import Kernel, cache_root
+from .cache import cache_root
+from .debian import Kernel
 
 # Debian's compressions, by suffix; a module compressed otherwise (zstd) is left as it is.
 OPENERS = {".xz": lzma.open, ".gz": gzip.open}

@@ -30,6 +30,7 @@ from . import (
     results,
     vm,
 )
+from .cache import cache_root
 from .guest import GUEST_FILE, HOLD_IN, MODULES, PANIC_IN
 from .model import Case, Result, group_of
 from .running_kernel import parse_version
@@ -352,7 +353,7 @@ def run_kernel(spec: str, out: Path, pytest_args: list[str], timeout: float,
 def run(specs: list[str], out: Path, pytest_args: list[str], timeout: float,
         patches: Sequence[Path] = (), baseline: list[dict] | None = None) -> int:
     docs = []
-    imports, why = bundle.prepare(debian.cache_root() / "imports")
+    imports, why = bundle.prepare(cache_root() / "imports")
     if imports is None:
         print(f"pinhole matrix: the guests import over 9p, slower under TCG (packing their "
               f"imports failed: {why})", flush=True)

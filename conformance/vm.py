@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .debian import Kernel, cache_root
+from .cache import cache_root
+from .debian import Kernel
 
 # vCPUs a VM gets: with two, the guest's pytest and the kernel threads it wakes each have one.
 CPUS = 2

@@ -123,7 +123,8 @@ MEASURED_DBG = "about 1 GB to download, 6-7 GB unpacked (6.12.118: 1042 MB, 6.1.
 def dbg_size(release: str) -> str:
     """The -dbg package's download and unpacked size, from the private apt lists
     (conformance/debian.py) on the host; what was measured elsewhere."""
-    from ..debian import Apt, cache_root
+    from ..cache import cache_root
+    from ..debian import Apt
     from ..guest import IN_GUEST
 
     if os.environ.get(IN_GUEST):
@@ -179,7 +180,8 @@ def fetch_dbg(kernel_dir: Path, release: str, version: str) -> Path:
     import shutil
     import tempfile
 
-    from ..debian import Apt, cache_root
+    from ..cache import cache_root
+    from ..debian import Apt
 
     boot = kernel_dir / "usr" / "lib" / "debug" / "boot"
     if (boot / f"vmlinux-{release}").is_file():
